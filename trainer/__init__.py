@@ -1,0 +1,1 @@
+"""Training jobs and CLI for camtrap-ml-backend."""
