@@ -1,0 +1,131 @@
+"""Every setting of the service and the worker, read once from the environment.
+
+Each field's env variable is its name in upper case (``data_dir`` -> ``DATA_DIR``). The README lists
+them all with their defaults; :func:`get_settings` is the only place the environment is read.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: Redis used when ``REDIS_URL`` is unset; ``camtrap serve`` starts one there if none answers.
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class Settings(BaseSettings):
+    """Configuration shared by the backend and the trainer (one object per process)."""
+
+    model_config = SettingsConfigDict(env_file=None, env_ignore_empty=True, extra="ignore", frozen=True)
+
+    # --- Label Studio -----------------------------------------------------------------------
+    label_studio_url: str | None = None
+    """Base URL of Label Studio, e.g. ``http://localhost:8080``. Falls back to /setup's ``hostname``."""
+    label_studio_api_key: str | None = None
+    """Legacy token (sent as ``Token``) or personal access token (exchanged for a ``Bearer`` token)."""
+
+    # --- Service ----------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 9090
+    workers: int = 1
+    """uvicorn worker processes; each loads its own detector."""
+    log_level: str = "INFO"
+    basic_auth_user: str | None = None
+    basic_auth_pass: str | None = None
+    webhook_secret: str | None = None
+    """If set, /webhook requires header ``X-Webhook-Secret`` (or ``?secret=``) to equal it."""
+    default_project: str | None = None
+    """Project whose model_version /health reports (unset: the detector-only version)."""
+
+    # --- Storage and coordination -----------------------------------------------------------
+    data_dir: Path = Path("./data")
+    redis_url: str | None = None
+    """Unset: ``redis://127.0.0.1:6379/0``, started by ``camtrap serve`` if nothing answers there."""
+    redis_prefix: str = "camtrap:"
+
+    # --- Detector ---------------------------------------------------------------------------
+    detector_model: str = "MDV5A"
+    """A MegaDetector name the ``megadetector`` package knows (downloaded and cached) or a ``.pt`` path."""
+    detector_device: str | None = None
+    """``cuda``, ``cpu`` or unset for CUDA when available."""
+    detector_batch_size: int = 8
+    detector_image_size: int | None = None
+    """Inference size in pixels; unset uses the model's own (1280 for MDv5)."""
+
+    # --- Thresholds (overridable per project through extra_params) --------------------------
+    detection_threshold: float = Field(0.01, ge=0, le=1)
+    """Detections kept internally (and in /v1/detect output)."""
+    classify_threshold: float = Field(0.1, ge=0, le=1)
+    """Animal boxes at or above this confidence are cropped and classified."""
+    show_threshold: float = Field(0.2, ge=0, le=1)
+    """Boxes at or above this confidence are sent to Label Studio."""
+    species_threshold: float = Field(0.3, ge=0, le=1)
+    """A species guess below this classifier score is not emitted."""
+
+    # --- Image access -----------------------------------------------------------------------
+    image_timeout_s: float = 30.0
+    max_image_bytes: int = 50 * 1024 * 1024
+    max_image_pixels: int = 120_000_000
+    download_concurrency: int = 4
+    allowed_image_hosts: Annotated[list[str], NoDecode] = []
+    """Hosts (comma-separated) besides Label Studio's that image URLs may point to."""
+    allow_private_image_urls: bool = False
+    """Allow URLs resolving to loopback/private addresses (outside Label Studio's own host)."""
+
+    # --- Training ---------------------------------------------------------------------------
+    train_every_n_annotations: int = 50
+    """Enqueue training after this many new/updated annotations in a project (0 = off)."""
+    train_backbone: str = "efficientnet_b0"
+    train_image_size: int = 224
+    train_epochs: int = 30
+    train_batch_size: int = 32
+    train_learning_rate: float = 1e-3
+    train_patience: int = 5
+    """Epochs without validation macro-F1 improvement before early stopping."""
+    train_seed: int = 0
+    train_num_workers: int = 2
+    min_examples_per_class: int = 5
+    other_label: str | None = None
+    """If set, classes below ``min_examples_per_class`` are merged into this label instead of dropped."""
+    location_fields: Annotated[list[str], NoDecode] = ["location", "site", "camera"]
+    promotion_min_gain: float = 0.0
+    """New macro-F1 must exceed the served model's by more than this to be promoted."""
+    job_timeout_s: int = 6 * 3600
+    job_failure_ttl_s: int = 7 * 24 * 3600
+
+    @field_validator("allowed_image_hosts", "location_fields", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            if value.startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or DEFAULT_REDIS_URL
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,62 @@
+"""Generated stand-ins for MegaDetector: real YOLOv5 networks with random weights.
+
+MegaDetector weights cannot be downloaded here, so tests and benchmarks build a YOLOv5 model of the
+same family, save it the way MDv5 checkpoints are saved (``{'model': <models.yolo.Model>}`` in a
+``.pt`` file, classes pickled from YOLOv5's top-level ``models`` package) and load it through the
+real ``megadetector`` loader. The detect head's objectness bias is raised so random weights emit boxes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import torch
+
+#: Small and fast: YOLOv5n at 320 px, for tests.
+TINY = {"cfg": "yolov5n.yaml", "image_size": 320}
+#: MDv5a's architecture: YOLOv5x6 at 1280 px, 3 classes, for benchmarks.
+MDV5A_ARCH = {"cfg": "yolov5x6.yaml", "image_size": 1280}
+
+
+def _yolov5_models_module():
+    import yolov5
+
+    root = str(Path(yolov5.__file__).parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    return importlib.import_module("models.yolo")
+
+
+def make_yolov5_checkpoint(
+    path: Path, cfg: str = TINY["cfg"], image_size: int = TINY["image_size"], objectness_bias: float = 3.2,
+    class_bias: float = 2.0, seed: int = 0,
+) -> Path:
+    """Write a random-weight 3-class YOLOv5 checkpoint that megadetector's loader accepts.
+
+    Args:
+        path: Output ``.pt`` file.
+        cfg: A model yaml shipped with the ``yolov5`` package (``yolov5n.yaml``, ``yolov5x6.yaml``).
+        image_size: Inference size stored in the file's MegaDetector metadata.
+        objectness_bias: Added to the detect head's objectness logits so boxes are emitted.
+        class_bias: Added to the class logits so confidences reach the display threshold.
+        seed: Torch seed for the random weights.
+    """
+    from megadetector.detection.pytorch_detector import add_metadata_to_megadetector_model_file
+
+    yolo = _yolov5_models_module()
+    torch.manual_seed(seed)
+    model = yolo.Model(str(Path(yolo.__file__).parent / cfg), ch=3, nc=3)
+    detect = model.model[-1]
+    with torch.no_grad():
+        for conv in detect.m:
+            bias = conv.bias.view(detect.na, -1)
+            bias[:, 4] += objectness_bias
+            bias[:, 5:] += class_bias
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = path.with_suffix(".raw.pt")
+    torch.save({"model": model.half()}, raw)
+    add_metadata_to_megadetector_model_file(str(raw), str(path), {"image_size": image_size, "model_type": "yolov5"})
+    raw.unlink()
+    return path
