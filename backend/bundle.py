@@ -21,7 +21,7 @@ import os
 import re
 import shutil
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -40,7 +40,7 @@ TENSORBOARD_DIR = "tensorboard"
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-class BundleStatus(str, Enum):
+class BundleStatus(StrEnum):
     """The gate's verdict, fixed when the bundle is written."""
 
     PROMOTED = "promoted"

@@ -109,6 +109,6 @@ class SpeciesClassifier:
             probs = self.network(batch.to(self.device)).float().softmax(dim=1)
             scores, indices = probs.max(dim=1)
             results += [
-                Prediction(self.labels[i], float(s)) for s, i in zip(scores.tolist(), indices.tolist())
+                Prediction(self.labels[i], float(s)) for s, i in zip(scores.tolist(), indices.tolist(), strict=False)
             ]
         return results

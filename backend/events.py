@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class LSEvent(str, Enum):
+class LSEvent(StrEnum):
     """``action`` values of Label Studio webhook deliveries (note the plural ANNOTATIONS_DELETED)."""
 
     ANNOTATION_CREATED = "ANNOTATION_CREATED"
