@@ -1,0 +1,1 @@
+"""HTTP routers; ``backend.app`` mounts them."""
