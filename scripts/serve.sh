@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up and run the service with embedded defaults: models and caches under ./data,
+# Redis on 127.0.0.1:6379 (started under ./data/redis if nothing answers there).
+# Configuration: environment variables, listed in README.md. Extra arguments go to `camtrap serve`.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$REPO_ROOT"
+[ -n "${REDIS_URL:-}" ] || ensure_debian_packages redis-server:redis-server
+ensure_venv
+exec "$VENV/bin/camtrap" serve "$@"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Set up and run the whole test suite: lint, unit and integration tests (real Redis, real RQ
+# workers), the end-to-end suite against a real Label Studio, and the browser check.
+# Extra arguments go to pytest (e.g. `scripts/test.sh -m "not e2e"`).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$REPO_ROOT"
+ensure_debian_packages redis-server:redis-server chromium:chromium
+ensure_venv test
+log "ruff"
+"$VENV/bin/ruff" check .
+log "pytest"
+set +e
+"$VENV/bin/pytest" "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+  log "pytest collected no tests: that is a failure"
+  exit 1
+fi
+exit "$rc"
