@@ -21,7 +21,9 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 class Settings(BaseSettings):
     """Configuration shared by the backend and the trainer (one object per process)."""
 
-    model_config = SettingsConfigDict(env_file=None, env_ignore_empty=True, extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_file=None, env_ignore_empty=True, extra="ignore", frozen=True, use_attribute_docstrings=True
+    )
 
     # --- Label Studio -----------------------------------------------------------------------
     label_studio_url: str | None = None
