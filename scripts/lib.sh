@@ -41,7 +41,8 @@ ensure_venv() {
     "$VENV/bin/pip" install -q --upgrade pip
   fi
   log "installing camtrap-ml-backend${extra:+[$extra]} into $VENV (torch with CUDA: a few GB on first run)"
-  "$VENV/bin/pip" install -q -e "$spec"
+  # The machine's pip.conf may list local file:// indexes; their "is ignored" warnings are noise.
+  "$VENV/bin/pip" install -q -e "$spec" 2> >(grep -v 'is neither a file nor a directory' >&2)
   "$VENV/bin/python" -c 'import cv2, torch, torchvision, megadetector, label_studio_sdk, yolov5' \
     || { log "the installed environment does not import; see the errors above"; return 1; }
   echo "$want" >"$stamp"
