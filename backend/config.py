@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     """Base URL of Label Studio, e.g. ``http://localhost:8080``. Falls back to /setup's ``hostname``."""
     label_studio_api_key: str | None = None
     """Legacy token (sent as ``Token``) or personal access token (exchanged for a ``Bearer`` token)."""
+    label_studio_timeout_s: float = Field(60.0, gt=0)
+    """Read timeout of Label Studio API calls (token refresh, exports), in seconds."""
 
     # --- Service ----------------------------------------------------------------------------
     host: str = "127.0.0.1"
@@ -99,6 +101,16 @@ class Settings(BaseSettings):
     """New macro-F1 must exceed the served model's by more than this to be promoted."""
     job_timeout_s: int = 6 * 3600
     job_failure_ttl_s: int = 7 * 24 * 3600
+    job_result_ttl_s: int = 7 * 24 * 3600
+    """How long a finished job's result and progress stay readable through ``GET /jobs/{id}``, in seconds."""
+    train_weight_decay: float = Field(0.05, ge=0)
+    """AdamW weight decay."""
+    train_val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    """Share of the crops (whole locations) held out for early stopping."""
+    train_test_fraction: float = Field(0.2, gt=0, lt=0.5)
+    """Share of the crops (whole locations) held out for the final evaluation and the gate."""
+    train_device: str | None = None
+    """``cuda``, ``cpu`` or unset for CUDA when available (AMP is used on CUDA)."""
 
     @field_validator("allowed_image_hosts", "location_fields", mode="before")
     @classmethod

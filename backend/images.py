@@ -1,0 +1,129 @@
+"""Safe image decoding and the content-addressed download cache.
+
+Every image the backend or the trainer looks at goes through :func:`decode_image`: a pixel limit
+checked from the header before any pixel is decoded, truncation detected even though the
+``megadetector`` package switches Pillow's ``LOAD_TRUNCATED_IMAGES`` on for the whole process, EXIF
+orientation applied (so boxes line up with what the browser shows) and RGB output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from backend.errors import ImageError
+
+logger = logging.getLogger(__name__)
+
+
+class _EofTrackingBytesIO(io.BytesIO):
+    """A BytesIO that remembers whether a reader asked for bytes past the end.
+
+    A decoder that still wants data at the end of the buffer means the file is truncated; this
+    works whatever ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` is set to.
+    """
+
+    ran_dry = False
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        if not data and size != 0:
+            self.ran_dry = True
+        return data
+
+
+def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
+    """Decode image bytes into an EXIF-transposed RGB image.
+
+    Args:
+        data: The encoded file (JPEG, PNG, ...).
+        max_pixels: Largest accepted width x height, checked before decoding.
+
+    Returns:
+        A fully loaded RGB ``PIL.Image.Image``.
+
+    Raises:
+        ImageError: the bytes are empty, not an image, truncated, corrupt or too large.
+    """
+    if not data:
+        raise ImageError("the image is empty (0 bytes)")
+    buffer = _EofTrackingBytesIO(data)
+    try:
+        image = Image.open(buffer)
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"not an image file ({len(data)} bytes, starting {data[:8]!r})") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"the image is too large to decode: {exc}") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"unreadable image header: {exc}") from exc
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise ImageError(f"the image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageError(
+            f"the image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels} "
+            "(MAX_IMAGE_PIXELS)"
+        )
+    try:
+        image.load()
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageError(f"the image data is corrupt or truncated: {exc}") from exc
+    if buffer.ran_dry:
+        raise ImageError(f"the image file is truncated ({len(data)} bytes)")
+    try:
+        image = ImageOps.exif_transpose(image) or image
+    except (OSError, ValueError, SyntaxError) as exc:
+        logger.warning("ignoring unreadable EXIF orientation: %s", exc)
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def source_key(reference: str) -> str:
+    """The cache key of an image reference: the sha256 of the reference string."""
+    return hashlib.sha256(reference.encode("utf-8")).hexdigest()
+
+
+class ImageCache:
+    """Downloaded image bytes keyed by the sha256 of their source reference.
+
+    Files live at ``<root>/<key[:2]>/<key>`` and are written atomically (temp file + ``os.replace``),
+    so concurrent processes can share the directory. Nothing is ever evicted here.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path_for(self, reference: str) -> Path:
+        key = source_key(reference)
+        return self.root / key[:2] / key
+
+    def get(self, reference: str) -> bytes | None:
+        """The cached bytes of ``reference``, or None on a miss."""
+        try:
+            return self.path_for(reference).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            logger.warning("image cache read failed for %s: %s", reference, exc)
+            return None
+
+    def put(self, reference: str, data: bytes) -> None:
+        """Store ``data`` for ``reference``; a failure to write is logged, never raised."""
+        path = self.path_for(reference)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            logger.warning("image cache write failed for %s: %s", reference, exc)

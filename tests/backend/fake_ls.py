@@ -1,0 +1,139 @@
+"""A fake Label Studio serving task images over real HTTP, for tests and the benchmark.
+
+It checks credentials the way Label Studio 1.23 does: ``Token <legacy>`` while legacy tokens are on,
+``Bearer <access>`` for an access token obtained at ``POST /api/token/refresh/`` from the PAT.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, RedirectResponse
+
+LEGACY_TOKEN = "0123456789abcdef0123456789abcdef01234567"
+
+
+def make_jwt(claims: dict) -> str:
+    """An unsigned JWT-shaped token (the backend only reads its claims)."""
+
+    def part(obj: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+def make_pat(lifetime_s: float = 3600 * 24 * 365) -> str:
+    return make_jwt({"token_type": "refresh", "exp": int(time.time() + lifetime_s), "user_id": 1})
+
+
+@dataclass
+class FakeLabelStudio:
+    """State of the fake: which credentials work, and what it saw."""
+
+    image_dir: Path
+    legacy_enabled: bool = True
+    pat: str = field(default_factory=make_pat)
+    access_lifetime_s: float = 300.0
+    issued: list[str] = field(default_factory=list)
+    requests: list[tuple[str, str | None]] = field(default_factory=list)
+    delay_s: float = 0.0
+
+    def authorized(self, header: str | None) -> bool:
+        if not header:
+            return False
+        kind, _, value = header.partition(" ")
+        if kind == "Token":
+            return self.legacy_enabled and value == LEGACY_TOKEN
+        return kind == "Bearer" and value in self.issued
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        def serve(request: Request, name: str) -> FileResponse:
+            self.requests.append((str(request.url.path), request.headers.get("authorization")))
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            if not self.authorized(request.headers.get("authorization")):
+                raise HTTPException(401, "Authentication credentials were not provided.")
+            path = self.image_dir / Path(name).name
+            if not path.is_file():
+                raise HTTPException(404, "not found")
+            return FileResponse(path)
+
+        @app.post("/api/token/refresh/")
+        def refresh(body: dict) -> dict:
+            if body.get("refresh") != self.pat:
+                raise HTTPException(401, "Token is invalid or expired")
+            access = make_jwt({"token_type": "access", "exp": int(time.time() + self.access_lifetime_s)})
+            self.issued.append(access)
+            return {"access": access}
+
+        @app.get("/data/upload/{project}/{name}")
+        def upload(request: Request, project: int, name: str) -> FileResponse:
+            return serve(request, name)
+
+        @app.get("/data/local-files/")
+        def local_files(request: Request, d: str) -> FileResponse:
+            return serve(request, d)
+
+        @app.get("/storage-data/uploaded/")
+        def storage_data(request: Request, filepath: str) -> FileResponse:
+            return serve(request, filepath)
+
+        @app.get("/tasks/{task_id}/presign/")
+        def presign(request: Request, task_id: int, fileuri: str) -> RedirectResponse:
+            if not self.authorized(request.headers.get("authorization")):
+                raise HTTPException(401, "Authentication credentials were not provided.")
+            uri = base64.urlsafe_b64decode(fileuri.encode()).decode()
+            return RedirectResponse(f"/bucket/{Path(uri).name}?X-Amz-Signature=abc", status_code=303)
+
+        @app.get("/bucket/{name}")
+        def bucket(request: Request, name: str) -> FileResponse:
+            self.requests.append((str(request.url.path), request.headers.get("authorization")))
+            path = self.image_dir / Path(name).name
+            if not path.is_file():
+                raise HTTPException(404, "not found")
+            return FileResponse(path)
+
+        @app.get("/api/projects/{project}")
+        def project(request: Request, project: int) -> dict:
+            if not self.authorized(request.headers.get("authorization")):
+                raise HTTPException(401, "Authentication credentials were not provided.")
+            return {"id": project, "title": "fake"}
+
+        return app
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def serve_in_thread(app: object, port: int | None = None, timeout_s: float = 20.0) -> Iterator[str]:
+    """Run an ASGI app with uvicorn on loopback in a thread; yields its base URL."""
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"server on port {port} did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout_s)
