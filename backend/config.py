@@ -35,12 +35,17 @@ class Settings(BaseSettings):
 
     # --- Service ----------------------------------------------------------------------------
     host: str = "127.0.0.1"
+    """Address `camtrap serve` binds; use 0.0.0.0 in containers."""
     port: int = 9090
+    """Port of the service (the ML backend URL you give Label Studio)."""
     workers: int = 1
     """uvicorn worker processes; each loads its own detector."""
     log_level: str = "INFO"
+    """Python log level of the service and the worker."""
     basic_auth_user: str | None = None
+    """With BASIC_AUTH_PASS: HTTP basic auth on every route Label Studio calls (not /webhook)."""
     basic_auth_pass: str | None = None
+    """Password for BASIC_AUTH_USER."""
     webhook_secret: str | None = None
     """If set, /webhook requires header ``X-Webhook-Secret`` (or ``?secret=``) to equal it."""
     default_project: str | None = None
@@ -48,9 +53,11 @@ class Settings(BaseSettings):
 
     # --- Storage and coordination -----------------------------------------------------------
     data_dir: Path = Path("./data")
+    """Models (bundles + pointers), image cache, job scratch space and the embedded Redis's files."""
     redis_url: str | None = None
     """Unset: ``redis://127.0.0.1:6379/0``, started by ``camtrap serve`` if nothing answers there."""
     redis_prefix: str = "camtrap:"
+    """Prefix of every Redis key and channel this project uses."""
 
     # --- Detector ---------------------------------------------------------------------------
     detector_model: str = "MDV5A"
@@ -58,6 +65,7 @@ class Settings(BaseSettings):
     detector_device: str | None = None
     """``cuda``, ``cpu`` or unset for CUDA when available."""
     detector_batch_size: int = 8
+    """Images per detector forward pass."""
     detector_image_size: int | None = None
     """Inference size in pixels; unset uses the model's own (1280 for MDv5)."""
 
@@ -73,9 +81,13 @@ class Settings(BaseSettings):
 
     # --- Image access -----------------------------------------------------------------------
     image_timeout_s: float = 30.0
+    """Timeout of one image download, in seconds."""
     max_image_bytes: int = 50 * 1024 * 1024
+    """Largest image file accepted, in bytes."""
     max_image_pixels: int = 120_000_000
+    """Largest image accepted, in pixels (width x height)."""
     download_concurrency: int = 4
+    """Parallel image downloads per /predict request."""
     allowed_image_hosts: Annotated[list[str], NoDecode] = []
     """Hosts (comma-separated) besides Label Studio's that image URLs may point to."""
     allow_private_image_urls: bool = False
@@ -85,22 +97,33 @@ class Settings(BaseSettings):
     train_every_n_annotations: int = 50
     """Enqueue training after this many new/updated annotations in a project (0 = off)."""
     train_backbone: str = "efficientnet_b0"
+    """torchvision backbone of the species classifier."""
     train_image_size: int = 224
+    """Classifier input size in pixels (square crops are resized to it)."""
     train_epochs: int = 30
+    """Maximum training epochs (early stopping may end sooner)."""
     train_batch_size: int = 32
+    """Crops per training step."""
     train_learning_rate: float = 1e-3
+    """AdamW peak learning rate (cosine schedule)."""
     train_patience: int = 5
     """Epochs without validation macro-F1 improvement before early stopping."""
     train_seed: int = 0
+    """Seed for the split, sampling and initialisation."""
     train_num_workers: int = 2
+    """DataLoader worker processes."""
     min_examples_per_class: int = 5
+    """Species with fewer crops are dropped (or merged into OTHER_LABEL)."""
     other_label: str | None = None
     """If set, classes below ``min_examples_per_class`` are merged into this label instead of dropped."""
     location_fields: Annotated[list[str], NoDecode] = ["location", "site", "camera"]
+    """Task data fields (comma-separated, first present wins) that group photos for the held-out split."""
     promotion_min_gain: float = 0.0
     """New macro-F1 must exceed the served model's by more than this to be promoted."""
     job_timeout_s: int = 6 * 3600
+    """A training job running longer is stopped and marked failed, in seconds."""
     job_failure_ttl_s: int = 7 * 24 * 3600
+    """How long a failed job stays visible in GET /jobs/{id}, in seconds."""
     job_result_ttl_s: int = 7 * 24 * 3600
     """How long a finished job's result and progress stay readable through ``GET /jobs/{id}``, in seconds."""
     train_weight_decay: float = Field(0.05, ge=0)
