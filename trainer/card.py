@@ -1,0 +1,87 @@
+"""The model card (``card.md``): what a person needs to judge a bundle without opening its files."""
+
+from __future__ import annotations
+
+import json
+
+from backend.bundle import BundleManifest
+
+
+def render_card(manifest: BundleManifest, metrics: dict) -> str:
+    """Markdown: verdict, data counts, headline and per-species test figures, training config.
+
+    Args:
+        manifest: The bundle's manifest (status and reason included).
+        metrics: The content of ``metrics.json`` (see ``trainer.pipeline``).
+    """
+    test = metrics.get("test", {})
+    served = metrics.get("served") or {}
+    split = metrics.get("split", {})
+    lines = [
+        f"# Species classifier {manifest.version}",
+        "",
+        f"- project: {manifest.project}",
+        f"- status: **{manifest.status.value}**: {manifest.status_reason}",
+        f"- backbone: {manifest.backbone}, input {manifest.preprocessing.input_size} px, "
+        f"crop: {manifest.preprocessing.crop}",
+        f"- trained by job {manifest.job_id} at {manifest.created_at}; served before: {manifest.parent_version}",
+        "",
+        "## Data",
+        "",
+        f"- export: {_inline(metrics.get('export', {}))}",
+        f"- images and crops: {_inline(metrics.get('crops', {}))}",
+        f"- split by {split.get('grouping', '?')}, groups per split: {_inline(split.get('groups', {}))}",
+        f"- rare species: {_inline(metrics.get('min_examples', {}))}",
+        "",
+        "| species | train | val | test |",
+        "|---|---:|---:|---:|",
+    ]
+    counts = split.get("counts", {})
+    for label in manifest.labels:
+        cells = " | ".join(str(counts.get(name, {}).get(label, 0)) for name in ("train", "val", "test"))
+        lines.append(f"| {label} | {cells} |")
+    lines += [
+        "",
+        "## Test split",
+        "",
+        f"- top-1 {test.get('top1', 0):.4f}, macro-F1 {test.get('macro_f1', 0):.4f} on {test.get('count', 0)} crops",
+        f"- served model on the same crops: {_served_line(served)}",
+        "",
+        "| species | precision | recall | F1 | support |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label, row in test.get("per_class", {}).items():
+        lines.append(f"| {label} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |")
+    training = metrics.get("training", {})
+    lines += [
+        "",
+        "## Training",
+        "",
+        f"- epochs run {training.get('epochs_run')}, best epoch {training.get('best_epoch')} "
+        f"(val macro-F1 {training.get('best_val_macro_f1', 0):.4f}), early stop: {training.get('stopped_early')}, "
+        f"device {training.get('device')}",
+        "",
+        "```json",
+        json.dumps(metrics.get("config", {}), indent=2, sort_keys=True),
+        "```",
+        "",
+        "## Limits",
+        "",
+        "Scores come from locations held out of training; a split by photo (see above) overestimates them. "
+        "Crops are cut around human boxes, or around the top MegaDetector box for photos labelled as a whole.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _inline(mapping: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in mapping.items()) or "none"
+
+
+def _served_line(served: dict) -> str:
+    if not served.get("version"):
+        return "none served"
+    if served.get("macro_f1") is None:
+        return f"{served['version']} not scored ({served.get('note', '')})"
+    return (f"{served['version']}: top-1 {served['top1']:.4f}, macro-F1 {served['macro_f1']:.4f} "
+            f"({served.get('note', '')})")

@@ -1,0 +1,106 @@
+"""TrainConfig: every knob of one training run, typed and immutable.
+
+Built once per run from the settings (``TrainConfig.from_settings``), optionally with overrides
+coming from the CLI or the RQ job's JSON arguments, and never mutated afterwards. The whole object
+is written into the model card and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from backend.config import Settings
+
+#: Crops are stored at most this many times the network input size (on each side), in pixels.
+CROP_STORE_FACTOR = 2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters and data rules of one training run.
+
+    Usage::
+
+        config = TrainConfig.from_settings(settings, epochs=3, backbone="mobilenet_v3_small")
+    """
+
+    backbone: str = "efficientnet_b0"
+    input_size: int = 224
+    epochs: int = 30
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.05
+    patience: int = 5
+    """Epochs without validation macro-F1 improvement before early stopping."""
+    seed: int = 0
+    num_workers: int = 2
+    """DataLoader worker processes (0: load in the training process)."""
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2
+    min_examples_per_class: int = 5
+    other_label: str | None = None
+    location_fields: tuple[str, ...] = ("location", "site", "camera")
+    promotion_min_gain: float = 0.0
+    device: str | None = None
+    """``cuda``, ``cpu`` or None for CUDA when available."""
+    imagenet_weights: bool = True
+    """Start from ImageNet weights when they are in the local torch cache (never downloaded)."""
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ValueError(
+                f"epochs, batch_size and patience must be >= 1 (got {self.epochs}, {self.batch_size}, {self.patience})"
+            )
+        if self.val_fraction + self.test_fraction >= 0.8:
+            raise ValueError(
+                f"val_fraction + test_fraction must leave at least 20% for training "
+                f"(got {self.val_fraction} + {self.test_fraction})"
+            )
+        if self.input_size < 16:
+            raise ValueError(f"input_size must be >= 16 pixels (got {self.input_size})")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> TrainConfig:
+        """The settings' training defaults, with ``overrides`` (field names of this class) on top.
+
+        Raises:
+            ValueError: an override names no field of TrainConfig, or a value is out of range.
+        """
+        base = {
+            "backbone": settings.train_backbone,
+            "input_size": settings.train_image_size,
+            "epochs": settings.train_epochs,
+            "batch_size": settings.train_batch_size,
+            "learning_rate": settings.train_learning_rate,
+            "weight_decay": settings.train_weight_decay,
+            "patience": settings.train_patience,
+            "seed": settings.train_seed,
+            "num_workers": settings.train_num_workers,
+            "val_fraction": settings.train_val_fraction,
+            "test_fraction": settings.train_test_fraction,
+            "min_examples_per_class": settings.min_examples_per_class,
+            "other_label": settings.other_label,
+            "location_fields": tuple(settings.location_fields),
+            "promotion_min_gain": settings.promotion_min_gain,
+            "device": settings.train_device,
+        }
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown training option(s) {unknown}; valid options are {sorted(known)}")
+        if "location_fields" in overrides:
+            overrides["location_fields"] = tuple(overrides["location_fields"])
+        return cls(**{**base, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able copy (for the model card, metrics.json and job arguments)."""
+        data = dataclasses.asdict(self)
+        data["location_fields"] = list(self.location_fields)
+        return data
+
+    @property
+    def max_crop_side(self) -> int:
+        """Stored crops are downscaled to at most this side (they are resized to ``input_size`` anyway)."""
+        return CROP_STORE_FACTOR * self.input_size

@@ -1,0 +1,59 @@
+"""RQ entry points. Arguments are JSON-able; ``backend.jobs`` enqueues them by dotted name.
+
+``trainer.jobs.train_project`` runs on queue ``training`` with job id ``train-<project>``; its progress
+is in ``job.meta`` (see ``trainer.progress``) and its result is ``TrainOutcome.to_dict()``. On failure
+``job.meta["error"]`` holds one sentence and ``job.meta["stage"]`` the stage it failed in.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from rq import get_current_job
+
+from backend.config import get_settings
+from backend.projects import project_id as parse_project_id
+from trainer.config import TrainConfig
+from trainer.errors import TrainerError
+from trainer.pipeline import run_training
+from trainer.progress import Progress
+
+logger = logging.getLogger(__name__)
+
+
+def train_project(project_id: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train, evaluate, publish and gate the species classifier of one project.
+
+    Args:
+        project_id: Label Studio project id (``"7"``; ``"7.1714557000"`` is accepted).
+        options: TrainConfig field overrides (``{"epochs": 5}``), on top of the worker's settings.
+
+    Returns:
+        The run's outcome: version, status (promoted / rejected), reason and headline metrics.
+    """
+    _ensure_logging()
+    settings = get_settings()
+    job = get_current_job()
+    progress = Progress(job)
+    project = parse_project_id(project_id)
+    connection = job.connection if job is not None else redis.Redis.from_url(settings.effective_redis_url)
+    try:
+        config = TrainConfig.from_settings(settings, **(options or {}))
+        outcome = run_training(project, settings=settings, config=config, job_id=job.id if job else f"train-{project}",
+                               connection=connection, progress=progress)
+    except TrainerError as exc:
+        progress.fail(str(exc))
+        raise
+    except BaseException as exc:
+        progress.fail(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        raise
+    return outcome.to_dict()
+
+
+def _ensure_logging() -> None:
+    """``rq worker`` configures only its own logger; make the trainer's INFO lines visible too."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=get_settings().log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -1,0 +1,138 @@
+"""Write a bundle atomically, and let the gate decide whether it is served.
+
+Order of operations, each step safe to crash in:
+
+1. every file is written into ``models/<project>/.tmp-<job id>/`` (ignored by every reader);
+2. ``backend.bundle.commit_bundle`` renames it into place in one ``os.rename``;
+3. only then, and only if the gate promoted it, ``backend.registry.set_current`` replaces the pointer
+   and announces the version on the models channel (every backend process swaps).
+
+A failure in 1 or 2 removes the staging directory and leaves the pointer alone; a crash that skips
+that clean-up leaves a ``.tmp-*`` directory nobody reads, replaced by the next run of the job.
+
+The gate: promote when no model is served, or when the new macro-F1 on the held-out split beats the
+served model's on the same split by more than ``PROMOTION_MIN_GAIN`` (strictly: a tie is refused).
+A refused model is still written, as a ``rejected`` bundle carrying the reason, so ``GET /models``
+shows what was tried and a person can promote it by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+import torch
+from safetensors.torch import save_file
+
+from backend import registry
+from backend.bundle import (
+    CARD_FILE,
+    CONFUSION_MATRIX_FILE,
+    METRICS_FILE,
+    TENSORBOARD_DIR,
+    WEIGHTS_FILE,
+    BundleManifest,
+    BundleStatus,
+    commit_bundle,
+    staging_dir,
+    write_manifest,
+)
+from backend.redis_keys import RedisKeys
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """The gate's verdict and its reason, as written into ``bundle.json``."""
+
+    promote: bool
+    reason: str
+
+    @property
+    def status(self) -> BundleStatus:
+        return BundleStatus.PROMOTED if self.promote else BundleStatus.REJECTED
+
+
+def decide(
+    new_macro_f1: float, served_version: str | None, served_macro_f1: float | None, *, min_gain: float,
+    note: str = "",
+) -> GateDecision:
+    """Promote only a strictly better model (or the first one).
+
+    Args:
+        new_macro_f1: The new model's macro-F1 on the test split.
+        served_version: The version served now, or None.
+        served_macro_f1: The served model's macro-F1 on the same split, or None if it could not be scored.
+        min_gain: ``PROMOTION_MIN_GAIN``: the margin the new model must exceed.
+        note: Why the served model could not be scored, if it could not.
+    """
+    if served_version is None:
+        return GateDecision(True, "no classifier was served yet")
+    if served_macro_f1 is None:
+        return GateDecision(True, f"the served model {served_version} could not be scored on this data ({note})")
+    margin = new_macro_f1 - served_macro_f1
+    comparison = (
+        f"test macro-F1 {new_macro_f1:.4f} vs {served_macro_f1:.4f} for the served {served_version} "
+        f"(gain {margin:+.4f}, PROMOTION_MIN_GAIN {min_gain})"
+    )
+    if margin > min_gain:
+        return GateDecision(True, comparison)
+    return GateDecision(False, f"not better than the served model: {comparison}")
+
+
+@dataclass(frozen=True)
+class BundleFiles:
+    """Everything besides the manifest that goes into a bundle."""
+
+    state_dict: dict[str, torch.Tensor]
+    metrics: dict
+    card: str
+    confusion_png: Path | None = None
+    tensorboard_dir: Path | None = None
+
+
+def publish(
+    models_dir: Path,
+    manifest: BundleManifest,
+    files: BundleFiles,
+    *,
+    connection: redis.Redis | None,
+    keys: RedisKeys,
+) -> Path:
+    """Write the bundle atomically; if its status is ``promoted``, point the project at it and announce it.
+
+    Returns:
+        The committed bundle directory.
+
+    Raises:
+        BundleError: the bundle could not be committed (nothing is left behind, the pointer is unchanged).
+        OSError: a file could not be written (same guarantee).
+    """
+    staging = staging_dir(models_dir, manifest.project, manifest.job_id or manifest.version)
+    try:
+        _write_files(staging, files)
+        write_manifest(staging, manifest)
+        final = commit_bundle(staging, models_dir, manifest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("bundle %s written (%s: %s)", manifest.version, manifest.status.value, manifest.status_reason)
+    if manifest.status == BundleStatus.PROMOTED:
+        registry.set_current(models_dir, manifest.project, manifest.version, connection, keys)
+    return final
+
+
+def _write_files(directory: Path, files: BundleFiles) -> None:
+    tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in files.state_dict.items()}
+    save_file(tensors, str(directory / WEIGHTS_FILE))
+    (directory / METRICS_FILE).write_text(json.dumps(files.metrics, indent=2, sort_keys=True) + "\n")
+    (directory / CARD_FILE).write_text(files.card)
+    if files.confusion_png is not None and files.confusion_png.is_file():
+        shutil.copyfile(files.confusion_png, directory / CONFUSION_MATRIX_FILE)
+    if files.tensorboard_dir is not None and files.tensorboard_dir.is_dir():
+        shutil.copytree(files.tensorboard_dir, directory / TENSORBOARD_DIR)
