@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     """Images per detector forward pass."""
     detector_image_size: int | None = None
     """Inference size in pixels; unset uses the model's own (1280 for MDv5)."""
+    model_poll_interval_s: float = Field(5.0, gt=0)
+    """How often each backend process re-reads the model pointers of its projects (besides Redis announcements)."""
 
     # --- Thresholds (overridable per project through extra_params) --------------------------
     detection_threshold: float = Field(0.01, ge=0, le=1)

@@ -12,7 +12,9 @@ import hashlib
 import io
 import logging
 import os
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -55,12 +57,12 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
         raise ImageError("the image is empty (0 bytes)")
     buffer = _EofTrackingBytesIO(data)
     try:
-        image = Image.open(buffer)
+        image = _pil_open()(buffer)
     except UnidentifiedImageError as exc:
         raise ImageError(f"not an image file ({len(data)} bytes, starting {data[:8]!r})") from exc
     except Image.DecompressionBombError as exc:
         raise ImageError(f"the image is too large to decode: {exc}") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
+    except Exception as exc:  # decoders raise many types (OSError, ValueError, SyntaxError, struct.error...)
         raise ImageError(f"unreadable image header: {exc}") from exc
     width, height = image.size
     if width <= 0 or height <= 0:
@@ -72,7 +74,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
         )
     try:
         image.load()
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+    except Exception as exc:  # same as above: any decoder failure fails this image only
         raise ImageError(f"the image data is corrupt or truncated: {exc}") from exc
     if buffer.ran_dry:
         raise ImageError(f"the image file is truncated ({len(data)} bytes)")
@@ -81,6 +83,20 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
     except (OSError, ValueError, SyntaxError) as exc:
         logger.warning("ignoring unreadable EXIF orientation: %s", exc)
     return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def _pil_open() -> Callable[..., Image.Image]:
+    """Pillow's own ``Image.open``, bypassing the wrapper ``ultralytics`` installs on import.
+
+    That wrapper reacts to an unidentified file by trying to install ``pi-heif`` (a network call);
+    a non-image upload must just fail.
+    """
+    opener = Image.open
+    if opener.__module__ != Image.__name__:
+        original = getattr(sys.modules.get(opener.__module__), "_image_open", None)
+        if callable(original):
+            return original
+    return opener
 
 
 def source_key(reference: str) -> str:

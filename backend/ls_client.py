@@ -275,9 +275,7 @@ class LabelStudioClient:
 
     def _ls_url(self, path: str, error: type[Exception]) -> str:
         if not self.base_url:
-            raise error(
-                f"cannot resolve {path[:200]!r}: LABEL_STUDIO_URL is not set and /setup sent no hostname"
-            )
+            raise error(f"cannot resolve {path[:200]!r}: LABEL_STUDIO_URL is not set and /setup sent no hostname")
         if path.startswith(("http://", "https://")):
             return path
         return f"{self.base_url}/{path.lstrip('/')}"

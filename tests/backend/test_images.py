@@ -26,8 +26,9 @@ def test_decode_image_reads_real_photo_as_rgb(ena24_dir: Path) -> None:
     assert image.width > 0 and image.height > 0
 
 
-@pytest.mark.parametrize("load_truncated", [pytest.param(False, id="pillow-default"),
-                                            pytest.param(True, id="megadetector-global")])
+@pytest.mark.parametrize(
+    "load_truncated", [pytest.param(False, id="pillow-default"), pytest.param(True, id="megadetector-global")]
+)
 @pytest.mark.parametrize("fmt", [pytest.param("JPEG", id="jpeg"), pytest.param("PNG", id="png")])
 def test_decode_image_refuses_truncated_file(
     monkeypatch: pytest.MonkeyPatch, ena24_dir: Path, fmt: str, load_truncated: bool
@@ -65,8 +66,9 @@ def test_decode_image_applies_exif_orientation() -> None:
     assert decode_image(data, max_pixels=MAX_PIXELS).size == (100, 200)
 
 
-@pytest.mark.parametrize("mode", [pytest.param("RGBA", id="rgba"), pytest.param("L", id="grey"),
-                                  pytest.param("P", id="palette")])
+@pytest.mark.parametrize(
+    "mode", [pytest.param("RGBA", id="rgba"), pytest.param("L", id="grey"), pytest.param("P", id="palette")]
+)
 def test_decode_image_converts_mode_to_rgb(mode: str) -> None:
     data = encode(Image.new(mode, (20, 10)), "PNG")
     assert decode_image(data, max_pixels=MAX_PIXELS).mode == "RGB"

@@ -66,8 +66,11 @@ def client_for(settings: Settings, handler: Recorder, **kwargs: object) -> Label
         pytest.param("/data/upload/1/a.jpg", f"{LS}/data/upload/1/a.jpg", id="upload"),
         pytest.param("upload/1/a.jpg", f"{LS}/data/upload/1/a.jpg", id="upload-no-prefix"),
         pytest.param("/upload/1/a.jpg", f"{LS}/data/upload/1/a.jpg", id="upload-slash"),
-        pytest.param("/storage-data/uploaded/?filepath=upload/1/a.jpg",
-                     f"{LS}/storage-data/uploaded/?filepath=upload/1/a.jpg", id="storage-data"),
+        pytest.param(
+            "/storage-data/uploaded/?filepath=upload/1/a.jpg",
+            f"{LS}/storage-data/uploaded/?filepath=upload/1/a.jpg",
+            id="storage-data",
+        ),
         pytest.param("/data/local-files/?d=photos/a.jpg", f"{LS}/data/local-files/?d=photos/a.jpg", id="local-files"),
         pytest.param(f"{LS}/data/upload/1/a.jpg", f"{LS}/data/upload/1/a.jpg", id="absolute-ls-url"),
     ],
@@ -159,9 +162,7 @@ def test_fetch_image_falls_back_to_setup_token_without_api_key(tmp_path: Path) -
         pytest.param("", {}, "no image reference", id="empty"),
     ],
 )
-def test_fetch_image_refuses_reference_outside_policy(
-    tmp_path: Path, ref: str, overrides: dict, message: str
-) -> None:
+def test_fetch_image_refuses_reference_outside_policy(tmp_path: Path, ref: str, overrides: dict, message: str) -> None:
     handler = Recorder()
     with client_for(make_settings(tmp_path, **overrides), handler) as client:
         with pytest.raises(ImageAccessError, match=message):

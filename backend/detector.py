@@ -1,0 +1,106 @@
+"""MegaDetector, loaded once per process through the ``megadetector`` package's own loader."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from backend.config import Settings
+from backend.errors import ConfigurationError
+from backend.registry import detector_id
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One MegaDetector box: category id (``"1"`` animal, ``"2"`` person, ``"3"`` vehicle)."""
+
+    category: str
+    conf: float
+    bbox: tuple[float, float, float, float]
+    """``[x_min, y_min, width, height]`` normalized to [0, 1]."""
+
+
+class Detector:
+    """A loaded MegaDetector and the lock that serializes its use (one inference at a time).
+
+    Args:
+        model: A ``megadetector`` detector object (``PTDetector``).
+        model_name: ``DETECTOR_MODEL`` as configured (name or path).
+        batch_size: Images per forward pass.
+        image_size: Inference size in pixels, or None for the model's own.
+    """
+
+    def __init__(self, model: object, model_name: str, batch_size: int = 8, image_size: int | None = None) -> None:
+        self.model = model
+        self.model_name = model_name
+        self.id = detector_id(model_name)
+        self.batch_size = max(1, batch_size)
+        self.image_size = image_size
+        self.lock = threading.Lock()
+
+    @classmethod
+    def load(cls, settings: Settings) -> Detector:
+        """Load ``DETECTOR_MODEL`` (a known name such as ``MDV5A`` or a local ``.pt`` file).
+
+        Raises:
+            ConfigurationError: the model cannot be found, downloaded or loaded; the message says how to fix it.
+        """
+        from megadetector.detection.run_detector import load_detector
+
+        name = settings.detector_model
+        looks_like_path = name.endswith((".pt", ".pth", ".pb")) or "/" in name
+        if looks_like_path and not Path(name).is_file():
+            raise ConfigurationError(
+                f"DETECTOR_MODEL={name} does not exist: point it to a MegaDetector .pt file or use a known name "
+                "such as MDV5A"
+            )
+        force_cpu = (settings.detector_device or "").lower() == "cpu"
+        try:
+            model = load_detector(name, force_cpu=force_cpu)
+        except Exception as exc:
+            raise ConfigurationError(
+                f"cannot load MegaDetector {name!r} ({type(exc).__name__}: {exc}): set DETECTOR_MODEL to a local "
+                ".pt file, or run once with internet access so the megadetector package downloads and caches it"
+            ) from exc
+        logger.info("loaded detector %s (%s)", name, detector_id(name))
+        return cls(model, name, settings.detector_batch_size, settings.detector_image_size)
+
+    def detect(self, images: list[Image.Image], names: list[str], threshold: float) -> list[list[Detection] | str]:
+        """Run the detector on images, ``batch_size`` at a time.
+
+        Args:
+            images: Decoded RGB images (EXIF orientation applied).
+            names: An identifier per image (MegaDetector's ``file`` field).
+            threshold: Lowest confidence kept.
+
+        Returns:
+            Per image, its detections (highest confidence first) or a failure string.
+        """
+        results: list[list[Detection] | str] = []
+        for start in range(0, len(images), self.batch_size):
+            batch = images[start : start + self.batch_size]
+            with self.lock:
+                raw = self.model.generate_detections_one_batch(
+                    batch,
+                    image_id=names[start : start + len(batch)],
+                    detection_threshold=threshold,
+                    image_size=self.image_size,
+                )
+            results += [_parse(item) for item in raw]
+        return results
+
+
+def _parse(item: dict) -> list[Detection] | str:
+    if item.get("failure"):
+        return str(item["failure"])
+    detections = [
+        Detection(str(d["category"]), float(d["conf"]), tuple(float(v) for v in d["bbox"]))
+        for d in item.get("detections") or []
+    ]
+    return sorted(detections, key=lambda d: d.conf, reverse=True)
