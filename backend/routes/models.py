@@ -1,5 +1,125 @@
-"""Placeholder router, filled in by the training work (issue 3)."""
+"""Trained classifiers: ``GET /models``, ``POST /models/{version}/promote``, ``GET /versions``.
 
-from fastapi import APIRouter
+Promotion by hand (rollback or roll forward) goes through ``backend.registry.set_current``, exactly
+as the trainer's gate does: pointer file, Redis mirror, announcement, and every backend swaps.
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
+
+from backend import registry
+from backend.bundle import VERSION_PATTERN, BundleManifest, bundle_dir, list_bundles, read_metrics
+from backend.deps import RedisDep, SettingsDep, require_ls_auth
+from backend.errors import BundleError
+from backend.projects import project_id
+from backend.redis_keys import RedisKeys
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["models"], dependencies=[Depends(require_ls_auth)])
+
+Version = Annotated[str, Path(pattern=VERSION_PATTERN.pattern, description="a bundle version")]
+
+
+@router.get("/models")
+async def read_models(settings: SettingsDep, project: Annotated[str | None, Query()] = None) -> dict[str, Any]:
+    """Bundles of a project (or of every project), newest first: metrics, which is current, why rejected."""
+    projects = [_project(project)] if project is not None else registry.projects(settings.models_dir)
+    detector = registry.detector_id(settings.detector_model)
+    listing = await run_in_threadpool(lambda: {p: _describe(settings.models_dir, p, detector) for p in projects})
+    return {"projects": listing}
+
+
+@router.post("/models/{version}/promote")
+async def promote_model(
+    version: Version, settings: SettingsDep, connection: RedisDep, project: Annotated[str | None, Query()] = None
+) -> dict[str, Any]:
+    """Serve ``version`` (rollback or roll forward): move the pointer and announce it to every backend."""
+    owner = _project(project) if project is not None else _owner(settings.models_dir, version)
+    previous = registry.read_current(settings.models_dir, owner)
+    try:
+        await run_in_threadpool(registry.set_current, settings.models_dir, owner, version, connection,
+                                RedisKeys(settings.redis_prefix))
+    except BundleError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    logger.info("project %s: %s promoted by hand (was %s)", owner, version, previous)
+    detector = registry.detector_id(settings.detector_model)
+    return {"project": owner, "current": version, "previous": previous,
+            "model_version": registry.model_version(detector, version)}
+
+
+@router.get("/versions")
+async def read_versions(request: Request, settings: SettingsDep,
+                        project: Annotated[str | None, Query()] = None) -> dict[str, Any]:
+    """``model_version`` strings of a project's bundles, current first (LS sends a GET with a JSON body)."""
+    project = project or await _body_project(request)
+    detector = registry.detector_id(settings.detector_model)
+    if project is None:
+        return {"versions": [registry.model_version(detector, None)]}
+    owner = _project(project)
+    current = registry.read_current(settings.models_dir, owner)
+    bundles = await run_in_threadpool(list_bundles, settings.models_dir, owner)
+    ordered = sorted((b.version for b in bundles), key=lambda v: (v != current, [-ord(c) for c in v]))
+    versions = [registry.model_version(detector, v) for v in ordered] + [registry.model_version(detector, None)]
+    return {"versions": versions, "current": registry.model_version(detector, current)}
+
+
+def _describe(models_dir, project: str, detector: str) -> dict[str, Any]:
+    current = registry.read_current(models_dir, project)
+    bundles = sorted(list_bundles(models_dir, project), key=lambda m: (m.created_at, m.version), reverse=True)
+    return {"current": current, "model_version": registry.model_version(detector, current),
+            "bundles": [_summary(models_dir, m, current, detector) for m in bundles]}
+
+
+def _summary(models_dir, manifest: BundleManifest, current: str | None, detector: str) -> dict[str, Any]:
+    metrics = read_metrics(bundle_dir(models_dir, manifest.project, manifest.version))
+    return {
+        "version": manifest.version,
+        "model_version": registry.model_version(detector, manifest.version),
+        "current": manifest.version == current,
+        "status": manifest.status.value,
+        "reason": manifest.status_reason,
+        "created_at": manifest.created_at,
+        "parent_version": manifest.parent_version,
+        "job_id": manifest.job_id,
+        "backbone": manifest.backbone,
+        "labels": manifest.labels,
+        "metrics": manifest.metrics,
+        "test": {k: metrics.get("test", {}).get(k) for k in ("count", "top1", "macro_f1", "per_class")},
+        "served_baseline": {k: metrics.get("served", {}).get(k) for k in ("version", "macro_f1", "note")},
+        "split": metrics.get("split", {}).get("counts"),
+    }
+
+
+def _owner(models_dir, version: str) -> str:
+    owners = [p for p in registry.projects(models_dir) if (models_dir / p / version).is_dir()]
+    if len(owners) != 1:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND if not owners else status.HTTP_409_CONFLICT,
+            f"bundle {version} {'not found' if not owners else f'exists in projects {owners}'}: pass ?project=<id>",
+        )
+    return owners[0]
+
+
+def _project(value: str) -> str:
+    try:
+        return project_id(value)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from exc
+
+
+async def _body_project(request: Request) -> str | None:
+    body = await request.body()
+    if not body:
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    return data.get("project") if isinstance(data, dict) else None
