@@ -27,30 +27,34 @@ REDIS_SOCKET_TIMEOUT_S = 0.5
 
 #: HTTP status of each library error that reaches a handler.
 ERROR_STATUS = {
-    LabelConfigError: status.HTTP_422_UNPROCESSABLE_ENTITY,
-    ImageError: status.HTTP_422_UNPROCESSABLE_ENTITY,
+    LabelConfigError: status.HTTP_422_UNPROCESSABLE_CONTENT,
+    ImageError: status.HTTP_422_UNPROCESSABLE_CONTENT,
     BundleError: status.HTTP_409_CONFLICT,
     ConfigurationError: status.HTTP_503_SERVICE_UNAVAILABLE,
 }
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, detector: Detector | None = None) -> FastAPI:
     """Build the service. The detector is loaded when the app starts (lifespan), once per process.
 
     Args:
         settings: The configuration; defaults to :func:`backend.config.get_settings`.
+        detector: An already loaded detector to use instead (tests share one between apps).
+
+    Raises:
+        ConfigurationError: at start-up, when the detector cannot be loaded (the app refuses to start).
     """
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        detector = await run_in_threadpool(Detector.load, settings)
+        loaded = detector or await run_in_threadpool(Detector.load, settings)
         connection = redis.Redis.from_url(
             settings.effective_redis_url,
             socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
             socket_timeout=REDIS_SOCKET_TIMEOUT_S,
         )
-        runtime = Runtime(settings, detector, metrics=Metrics(), redis_client=connection)
+        runtime = Runtime(settings, loaded, metrics=Metrics(), redis_client=connection)
         app.state.redis = connection
         app.state.runtime = runtime
         runtime.start_watcher()
@@ -85,7 +89,7 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
         detail = "invalid request: " + "; ".join(
             f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}" for e in errors
         )
-    return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_ENTITY)
+    return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
 async def _backend_error(request: Request, exc: BackendError) -> JSONResponse:

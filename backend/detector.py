@@ -54,19 +54,14 @@ class Detector:
         from megadetector.detection.run_detector import load_detector
 
         name = settings.detector_model
-        looks_like_path = name.endswith((".pt", ".pth", ".pb")) or "/" in name
-        if looks_like_path and not Path(name).is_file():
-            raise ConfigurationError(
-                f"DETECTOR_MODEL={name} does not exist: point it to a MegaDetector .pt file or use a known name "
-                "such as MDV5A"
-            )
+        path = resolve_model_file(name)
         force_cpu = (settings.detector_device or "").lower() == "cpu"
         try:
-            model = load_detector(name, force_cpu=force_cpu)
+            model = load_detector(path, force_cpu=force_cpu)
         except Exception as exc:
             raise ConfigurationError(
-                f"cannot load MegaDetector {name!r} ({type(exc).__name__}: {exc}): set DETECTOR_MODEL to a local "
-                ".pt file, or run once with internet access so the megadetector package downloads and caches it"
+                f"cannot load MegaDetector {name!r} from {path} ({type(exc).__name__}: {exc}): set DETECTOR_MODEL "
+                "to a MegaDetector .pt file"
             ) from exc
         logger.info("loaded detector %s (%s)", name, detector_id(name))
         return cls(model, name, settings.detector_batch_size, settings.detector_image_size)
@@ -94,6 +89,35 @@ class Detector:
                 )
             results += [_parse(item) for item in raw]
         return results
+
+
+def resolve_model_file(name: str) -> str:
+    """The local file of ``DETECTOR_MODEL``: the path itself, or a known name downloaded and cached.
+
+    Raises:
+        ConfigurationError: the path does not exist, or the named model cannot be downloaded.
+    """
+    from megadetector.detection.run_detector import try_download_known_detector
+
+    if name.endswith((".pt", ".pth", ".pb")) or "/" in name:
+        if not Path(name).is_file():
+            raise ConfigurationError(
+                f"DETECTOR_MODEL={name} does not exist: point it to a MegaDetector .pt file or use a known name "
+                "such as MDV5A"
+            )
+        return name
+    try:
+        path = try_download_known_detector(name)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"cannot download MegaDetector {name} ({type(exc).__name__}: {exc}): set DETECTOR_MODEL to a local .pt "
+            "file, or run once with internet access so the megadetector package downloads and caches it"
+        ) from exc
+    if not Path(path).is_file():
+        raise ConfigurationError(
+            f"DETECTOR_MODEL={name} is neither a known MegaDetector name (such as MDV5A) nor an existing file"
+        )
+    return path
 
 
 def _parse(item: dict) -> list[Detection] | str:

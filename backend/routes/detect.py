@@ -73,7 +73,7 @@ async def _uploaded(request: Request, max_bytes: int) -> tuple[list[str], list[C
     form = await request.form(max_files=MAX_FILES, max_fields=MAX_FILES)
     uploads = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
     if not uploads:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "the form holds no image file")
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "the form holds no image file")
     names, sources = [], []
     for index, upload in enumerate(uploads):
         names.append(upload.filename or f"image-{index}")
@@ -89,10 +89,10 @@ async def _urls(request: Request, runtime: RuntimeDep, project: str | None) -> t
     try:
         body = DetectUrlsRequest.model_validate(json.loads(await request.body()))
     except json.JSONDecodeError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"malformed JSON body: {exc}") from exc
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"malformed JSON body: {exc}") from exc
     except ValidationError as exc:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, 'expected {"urls": ["...", ...]} with at least one URL'
+            status.HTTP_422_UNPROCESSABLE_CONTENT, 'expected {"urls": ["...", ...]} with at least one URL'
         ) from exc
     setup = await run_in_threadpool(runtime.project_setup, project)
     client = runtime.ls_client(setup)

@@ -43,7 +43,7 @@ def parse_project(value: object) -> str | None:
     try:
         return project_id(value)
     except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from exc
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
 
 
 @router.get("/", response_model=HealthResponse)
