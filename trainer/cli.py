@@ -1,9 +1,9 @@
-"""Command line: ``python -m trainer {train,worker}`` (also ``camtrap train`` / ``camtrap worker``).
+"""Command line: ``camtrap train`` / ``camtrap worker``, also ``python -m trainer {train,worker}``.
 
 ``train`` runs the same typed function as the RQ job (``trainer.pipeline.run_training``) in this
-process, without a queue; ``worker`` starts the RQ worker. Each subcommand has a parser factory
-(``get_train_parser`` / ``get_worker_parser``, ``add_help`` as in torchvision's references) and a
-``*_main(argv)`` function that ``backend.cli`` can register.
+process, without a queue; ``worker`` starts the RQ worker. ``backend.cli`` picks up :data:`COMMANDS`;
+each command is an ``add_*_arguments(parser)`` + ``run_*(args)`` pair, as torchvision's reference
+scripts pair ``get_args_parser`` with ``main(args)``.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from datetime import UTC, datetime
 
 import redis
 
+from backend.cli import LOG_FORMAT, Command
 from backend.config import get_settings
 
 logger = logging.getLogger(__name__)
 
-#: Option name -> TrainConfig field, for the flags that override the settings.
+#: Option dest -> TrainConfig field, for the flags that override the settings.
 _OVERRIDES = {
     "backbone": "backbone", "input_size": "input_size", "epochs": "epochs", "batch_size": "batch_size",
     "lr": "learning_rate", "weight_decay": "weight_decay", "patience": "patience", "seed": "seed",
@@ -30,10 +31,8 @@ _OVERRIDES = {
 }
 
 
-def get_train_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    """Flags of ``train``; every one left out keeps the value from the environment (see the README)."""
-    parser = argparse.ArgumentParser(description="Train a project's species classifier now, in this process.",
-                                     add_help=add_help)
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``train``; each one left out keeps the value from the environment."""
     parser.add_argument("--project", required=True, help="Label Studio project id")
     # Model
     parser.add_argument("--backbone", help="torchvision model name (default: TRAIN_BACKBONE, efficientnet_b0)")
@@ -53,21 +52,18 @@ def get_train_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--other-label", help="merge rare species into this label (default: OTHER_LABEL, drop them)")
     parser.add_argument("--min-gain", type=float, help="promotion margin (default: PROMOTION_MIN_GAIN, 0.0)")
     parser.add_argument("--no-redis", action="store_true",
-                        help="do not use Redis (no stored /setup data, no announcement: backends see the new "
-                             "pointer file at their next periodic check) (default: use REDIS_URL)")
-    return parser
+                        help="do not use Redis: no stored /setup data and no announcement; backends see the new "
+                             "pointer at their next periodic check (default: use REDIS_URL)")
 
 
-def train_main(argv: Sequence[str] | None = None) -> int:
-    """``camtrap train``: run one training now and print its outcome as JSON."""
+def run_train(args: argparse.Namespace) -> int:
+    """Run one training now and write its outcome to stdout as JSON; 1 on a training error."""
     from trainer.config import TrainConfig
     from trainer.errors import TrainerError
     from trainer.pipeline import run_training
 
-    args = get_train_parser().parse_args(argv)
     settings = get_settings()
-    _setup_logging(settings.log_level)
-    overrides = {field: getattr(args, flag) for flag, field in _OVERRIDES.items() if getattr(args, flag) is not None}
+    overrides = {field: getattr(args, dest) for dest, field in _OVERRIDES.items() if getattr(args, dest) is not None}
     config = TrainConfig.from_settings(settings, **overrides)
     connection = None if args.no_redis else _redis_or_none(settings.effective_redis_url)
     job_id = f"cli-{args.project}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
@@ -80,11 +76,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def get_worker_parser(add_help: bool = True) -> argparse.ArgumentParser:
+def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     from trainer.worker import DEFAULT_QUEUES, WorkerClass
 
-    parser = argparse.ArgumentParser(description="Run the RQ worker for training and bulk pre-annotation jobs.",
-                                     add_help=add_help)
     parser.add_argument("queues", nargs="*", default=list(DEFAULT_QUEUES),
                         help=f"queues, highest priority first (default: {' '.join(DEFAULT_QUEUES)})")
     parser.add_argument("--worker-class", choices=[c.value for c in WorkerClass], default=WorkerClass.FORK.value,
@@ -92,29 +86,40 @@ def get_worker_parser(add_help: bool = True) -> argparse.ArgumentParser:
                              "process (default: fork)")
     parser.add_argument("--burst", action="store_true", help="quit when the queues are empty (default: run forever)")
     parser.add_argument("--name", help="worker name (default: generated by RQ)")
-    return parser
 
 
-def worker_main(argv: Sequence[str] | None = None) -> int:
-    """``camtrap worker``: run the RQ worker until stopped."""
+def run_worker_command(args: argparse.Namespace) -> int:
+    """Run the RQ worker until stopped."""
     from trainer.worker import WorkerClass, run_worker
 
-    args = get_worker_parser().parse_args(argv)
-    settings = get_settings()
-    _setup_logging(settings.log_level)
-    run_worker(settings, queues=args.queues, worker_class=WorkerClass(args.worker_class), burst=args.burst,
+    run_worker(get_settings(), queues=args.queues, worker_class=WorkerClass(args.worker_class), burst=args.burst,
                name=args.name)
     return 0
 
 
+COMMANDS = [
+    Command("train", "train a project's species classifier now, in this process", add_train_arguments, run_train),
+    Command("worker", "run the RQ worker for training and bulk pre-annotation jobs", add_worker_arguments,
+            run_worker_command),
+]
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """``python -m trainer``'s parser: the same subcommands as ``camtrap``."""
+    parser = argparse.ArgumentParser(prog="python -m trainer", add_help=add_help)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        sub = subparsers.add_parser(command.name, help=command.help, description=command.help)
+        command.add_arguments(sub)
+        sub.set_defaults(run=command.run)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m trainer {train,worker} ...``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"train": train_main, "worker": worker_main}
-    if not argv or argv[0] not in commands:
-        sys.stderr.write("usage: python -m trainer {train,worker} [options] (--help after a command lists them)\n")
-        return 2
-    return commands[argv[0]](argv[1:])
+    logging.basicConfig(level=get_settings().log_level.upper(), format=LOG_FORMAT)
+    args = get_args_parser().parse_args(argv)
+    return int(args.run(args) or 0)
 
 
 def _redis_or_none(url: str) -> redis.Redis | None:
@@ -125,7 +130,3 @@ def _redis_or_none(url: str) -> redis.Redis | None:
         logger.warning("Redis at %s is unavailable (%s): the new version will not be announced", url, exc)
         return None
     return connection
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -2,6 +2,7 @@
 
 ``GET /jobs/{id}`` shows ``job.meta`` as it is, so the keys below are part of the API:
 ``stage`` (a :class:`Stage` value), ``stage_started_at``, ``updated_at``, ``detail`` (a short sentence),
+``pid`` (the process running the job),
 and per stage: ``counts`` (export, crops, split), ``epoch``/``epochs``/``loss``/``val_macro_f1``
 (training), ``error`` (one sentence, on failure).
 """
@@ -53,6 +54,7 @@ class Progress:
     def __init__(self, job: Job | None = None) -> None:
         self.job = job
         self.meta: dict[str, Any] = dict(job.meta) if job is not None else {}
+        self.meta["pid"] = os.getpid()
         self._parent_pid = os.getppid()
         self.stage_name: Stage = Stage.QUEUED
 

@@ -1,0 +1,89 @@
+"""Building the crop dataset: the shared crop, corrupt images, image-level labels, failed downloads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from backend.errors import ImageAccessError
+from backend.images import decode_image
+from backend.preprocess import crop_square
+from trainer.crops import build_crops, download_images
+from trainer.export import LabeledBox, LabeledTask
+
+BOX = (0.1, 0.2, 0.5, 0.3)
+
+
+@pytest.fixture
+def photo_bytes(ena24_dir: Path) -> bytes:
+    return (ena24_dir / "2480.jpg").read_bytes()
+
+
+def _build(tasks, files, tmp_path, top_box=None, max_side=10_000):
+    return build_crops(tasks, lambda ref, task_id: files[ref], out_dir=tmp_path / "crops", max_side=max_side,
+                       max_pixels=10**9, top_box=top_box, concurrency=2, on_progress=lambda done, total: None)
+
+
+def test_build_crops_cuts_human_boxes_with_the_inference_crop(tmp_path, photo_bytes):
+    task = LabeledTask(1, "a.jpg", "site", (LabeledBox(BOX, "Virginia Opossum"),))
+    result = _build([task], {"a.jpg": photo_bytes}, tmp_path)
+    [crop] = result.crops
+    assert (crop.label, crop.location, crop.source) == ("Virginia Opossum", "site", "human")
+    expected = crop_square(decode_image(photo_bytes, max_pixels=10**9), BOX)
+    with Image.open(crop.path) as saved:
+        assert np.array_equal(np.asarray(saved.convert("RGB")), np.asarray(expected))
+
+
+def test_build_crops_downscales_large_crops_to_the_stored_size(tmp_path, photo_bytes):
+    task = LabeledTask(1, "a.jpg", None, (LabeledBox(BOX, "Virginia Opossum"),))
+    [crop] = _build([task], {"a.jpg": photo_bytes}, tmp_path, max_side=64).crops
+    with Image.open(crop.path) as saved:
+        assert saved.size == (64, 64)
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        pytest.param(lambda data: data[: len(data) // 2], id="truncated-jpeg"),
+        pytest.param(lambda data: b"<html>not an image</html>", id="not-an-image"),
+        pytest.param(lambda data: b"", id="empty"),
+    ],
+)
+def test_build_crops_skips_and_counts_a_corrupt_image(tmp_path, photo_bytes, broken):
+    tasks = [LabeledTask(i, f"{i}.jpg", None, (LabeledBox(BOX, "Virginia Opossum"),)) for i in (1, 2)]
+    files = {"1.jpg": photo_bytes, "2.jpg": broken(photo_bytes)}
+    result = _build(tasks, files, tmp_path)
+    assert [c.task_id for c in result.crops] == [1]
+    assert result.counts["images_corrupt"] == 1 and result.counts["images_ok"] == 1
+
+
+def test_build_crops_uses_the_top_detector_box_for_an_image_level_label(tmp_path, photo_bytes):
+    tasks = [LabeledTask(1, "a.jpg", None, image_species="Chicken"), LabeledTask(2, "b.jpg", None,
+                                                                                 image_species="Chicken")]
+    seen = []
+
+    def top_box(image):
+        seen.append(image.size)
+        return BOX if len(seen) == 1 else None
+
+    result = _build(tasks, {"a.jpg": photo_bytes, "b.jpg": photo_bytes}, tmp_path, top_box=top_box)
+    assert [(c.label, c.source) for c in result.crops] == [("Chicken", "detector")]
+    assert result.counts["image_level_no_detection"] == 1
+    assert len(seen) == 2
+
+
+def test_download_images_returns_only_the_tasks_it_could_fetch():
+    tasks = [LabeledTask(i, f"{i}.jpg", None, image_species="x") for i in range(1, 5)]
+
+    def fetch(ref, task_id):
+        if task_id % 2:
+            raise ImageAccessError(f"{ref} answered 404")
+        return b"ok"
+
+    progress = []
+    ok = download_images(tasks, fetch, concurrency=3, on_progress=lambda done, total: progress.append((done, total)))
+    assert ok == {2, 4}
+    assert progress[0] == (0, 4) and progress[-1] == (4, 4)
