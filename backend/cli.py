@@ -1,9 +1,10 @@
-"""The ``camtrap`` command: ``camtrap <command> [options]``.
+"""The ``camtrap`` command: ``camtrap serve`` here, more subcommands registered from other modules.
 
-Subcommands are listed in :data:`COMMANDS` as ``name -> (help, "module:function")``; the function
-takes the remaining arguments (``argv``) and returns the exit status, in the torchvision style
-(``get_*_parser(add_help)`` + ``*_main(argv)``). Adding one is one line in that dict. The module is
-imported only when its command runs, so ``backend`` never imports ``trainer`` at import time.
+Adding a subcommand: in a module, define ``COMMANDS = [Command(name, help, add_arguments, run)]``
+(``add_arguments(parser)`` adds its flags, ``run(args)`` does the work and returns the exit status,
+as torchvision pairs ``get_args_parser`` with ``main(args)``), and list the module in
+:data:`COMMAND_MODULES`. Modules are imported by name when the command line is built, so
+``backend`` never imports ``trainer`` at import time; a module that is not installed is skipped.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import redis
@@ -26,26 +28,29 @@ from backend.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
-#: ``camtrap`` subcommands: name -> (one-line help, "module:function(argv) -> exit status").
-COMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("run the Label Studio ML backend (uvicorn)", "backend.cli:serve_main"),
-    "worker": ("run the RQ worker that trains classifiers", "trainer.cli:worker_main"),
-    "train": ("train a project's species classifier now, in this process", "trainer.cli:train_main"),
-}
+#: Modules whose ``COMMANDS`` list is added to ``camtrap`` after this module's own.
+COMMAND_MODULES = ("trainer.cli",)
 #: Seconds to wait for a locally started redis-server to answer.
 REDIS_START_TIMEOUT_S = 10.0
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+@dataclass(frozen=True)
+class Command:
+    """One ``camtrap`` subcommand."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
 # --- camtrap serve --------------------------------------------------------------------------------
 
 
-def get_serve_parser(add_help: bool = True) -> argparse.ArgumentParser:
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``serve``; each default comes from the environment (see the README)."""
     settings = get_settings()
-    parser = argparse.ArgumentParser(
-        prog="camtrap serve", description="Run the Label Studio ML backend.", add_help=add_help
-    )
     parser.add_argument("--host", default=settings.host, help=f"bind address (default: HOST, {settings.host})")
     parser.add_argument("--port", type=int, default=settings.port, help=f"port (default: PORT, {settings.port})")
     parser.add_argument(
@@ -54,18 +59,15 @@ def get_serve_parser(add_help: bool = True) -> argparse.ArgumentParser:
         default=settings.workers,
         help=f"uvicorn worker processes, each loads its own detector (default: WORKERS, {settings.workers})",
     )
-    return parser
 
 
-def serve_main(argv: Sequence[str] | None = None) -> int:
+def run_serve(args: argparse.Namespace) -> int:
     """Check the detector and Redis, then run uvicorn on the ``backend.app:create_app`` factory."""
     import uvicorn
 
     from backend.detector import resolve_model_file
 
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
-    args = get_serve_parser().parse_args(argv)
     try:
         resolve_model_file(settings.detector_model)
         with local_redis(settings):
@@ -144,31 +146,46 @@ def _wait_for(process: subprocess.Popen, url: str) -> None:
         time.sleep(0.1)
 
 
-# --- dispatch -----------------------------------------------------------------------------------
+COMMANDS = [Command("serve", "run the Label Studio ML backend (uvicorn)", add_serve_arguments, run_serve)]
 
 
-def usage() -> str:
-    width = max(len(name) for name in COMMANDS)
-    lines = [f"  {name:<{width}}  {help_text}" for name, (help_text, _) in COMMANDS.items()]
-    return "usage: camtrap COMMAND [options]   (camtrap COMMAND --help lists them)\n\ncommands:\n" + "\n".join(lines)
+# --- the command line ---------------------------------------------------------------------------
 
 
-def resolve(target: str) -> Callable[[Sequence[str]], int]:
-    """Import ``"module:function"``."""
-    module_name, _, function = target.partition(":")
-    return getattr(importlib.import_module(module_name), function)
+def all_commands() -> list[Command]:
+    """This module's commands, then those of every installed module in :data:`COMMAND_MODULES`."""
+    commands = list(COMMANDS)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and name.startswith(exc.name):
+                logger.debug("camtrap: %s is not installed; its commands are unavailable", name)
+                continue
+            raise
+        commands += getattr(module, "COMMANDS", [])
+    return commands
+
+
+def get_args_parser(commands: Sequence[Command], add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="camtrap", description="Camtrap ML backend", add_help=add_help)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in commands:
+        sub = subparsers.add_parser(command.name, help=command.help, description=command.help)
+        command.add_arguments(sub)
+        sub.set_defaults(run=command.run)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``camtrap`` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        sys.stderr.write(usage() + "\n")
-        return 0 if argv else 2
-    if argv[0] not in COMMANDS:
-        sys.stderr.write(f"camtrap: unknown command {argv[0]!r}\n\n{usage()}\n")
+    logging.basicConfig(level=get_settings().log_level.upper(), format=LOG_FORMAT)
+    parser = get_args_parser(all_commands())
+    args = parser.parse_args(argv)
+    if getattr(args, "run", None) is None:
+        parser.print_help(sys.stderr)
         return 2
-    return int(resolve(COMMANDS[argv[0]][1])(argv[1:]) or 0)
+    return int(args.run(args) or 0)
 
 
 if __name__ == "__main__":

@@ -179,7 +179,7 @@ class Runtime:
             return None
         try:
             return SpeciesClassifier.load(bundle_dir(self.settings.models_dir, project, version), self.device)
-        except (BundleError, OSError, ValueError) as exc:
+        except Exception as exc:  # BundleError, or whatever a corrupt weights file raises (SafetensorError...)
             kept = current.classifier if current is not None else None
             logger.error(
                 "cannot load classifier %s of project %s (%s); still serving %s",
