@@ -192,9 +192,14 @@ class LabelStudioAPI:
         """The model card; LS calls /health and /setup to refresh its state and model_version first."""
         return check(self.client.get(f"/api/ml/{ml_id}")).json()
 
-    def update_ml_backend(self, ml_backend: Mapping[str, Any], **changes: Any) -> dict[str, Any]:
-        """Edit a connected model (LS wants ``url`` and ``project`` repeated on PATCH)."""
+    def update_ml_backend(
+        self, ml_backend: Mapping[str, Any], basic_auth: tuple[str, str] | None = None, **changes: Any
+    ) -> dict[str, Any]:
+        """Edit a connected model. LS re-checks the connection on every edit, so PATCH must repeat ``url``,
+        ``project`` and, with basic auth, the (write-only) credentials."""
         body = {"url": ml_backend["url"], "project": ml_backend["project"], **changes}
+        if basic_auth:
+            body.update(auth_method="BASIC_AUTH", basic_auth_user=basic_auth[0], basic_auth_pass=basic_auth[1])
         return check(self.client.patch(f"/api/ml/{ml_backend['id']}", json=body)).json()
 
     def start_training(self, ml_id: int) -> None:
