@@ -134,7 +134,7 @@ def job_info(connection: redis.Redis, job_id: str) -> dict[str, Any] | None:
     if status == JobStatus.FINISHED:
         info["result"] = job.return_value()
     elif status in (JobStatus.FAILED, JobStatus.STOPPED):
-        info["error"] = meta.get("error") or _last_line(job.exc_info) or f"the job was {status.value}"
+        info["error"] = meta.get("error") or _last_line(_failure_text(job)) or f"the job was {status.value}"
     return info
 
 
@@ -170,6 +170,11 @@ def _delete_if_terminal(connection: redis.Redis, job: Job) -> bool:
             return True
         except redis.WatchError:
             return False
+
+
+def _failure_text(job: Job) -> str | None:
+    result = job.latest_result()
+    return result.exc_string if result is not None else None
 
 
 def _last_line(text: str | None) -> str | None:

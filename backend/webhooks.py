@@ -38,7 +38,7 @@ from backend.redis_keys import RedisKeys
 logger = logging.getLogger(__name__)
 
 #: The webhook answers within this many seconds (LS gives 1 s; we promise 0.1 s).
-DEADLINE_S = 0.08
+DEADLINE_S = 0.05
 #: Key of the per-project auto-training threshold in ``extra_params``.
 THRESHOLD_PARAM = "train_every_n_annotations"
 

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from backend.bundle import Preprocessing
 from backend.classifier import SpeciesClassifier, build_network
@@ -47,23 +47,29 @@ class Evaluation:
 
 def score(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) -> Evaluation:
     """Scores of predictions (class indices into ``labels``, or :data:`UNKNOWN`)."""
-    indices = list(range(len(labels)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=indices, zero_division=0
-    )
+    n = len(labels)
+    matrix = np.zeros((n, n), dtype=np.int64)
+    for t, p in zip(y_true, y_pred, strict=True):
+        if 0 <= p < n:
+            matrix[t, p] += 1
+    support = np.bincount(np.asarray(y_true, dtype=np.int64), minlength=n)[:n] if len(y_true) else np.zeros(n, int)
+    hits = np.diag(matrix).astype(float)
+    predicted = matrix.sum(axis=0).astype(float)
+    precision = np.divide(hits, predicted, out=np.zeros(n), where=predicted > 0)
+    recall = np.divide(hits, support, out=np.zeros(n), where=support > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n), where=precision + recall > 0)
     per_class = {
         labels[i]: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
                     "support": int(support[i])}
-        for i in indices
+        for i in range(n)
     }
-    correct = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t == p)
     return Evaluation(
         labels=list(labels),
         count=len(y_true),
-        top1=correct / len(y_true) if y_true else 0.0,
+        top1=float(hits.sum() / len(y_true)) if len(y_true) else 0.0,
         macro_f1=macro_f1(y_true, y_pred),
         per_class=per_class,
-        confusion=confusion_matrix(y_true, y_pred, labels=indices).tolist() if y_true else [],
+        confusion=matrix.tolist() if len(y_true) else [],
     )
 
 

@@ -33,10 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from sklearn.metrics import f1_score
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
-from torch.utils.tensorboard import SummaryWriter
 
 from backend.bundle import Preprocessing
 from backend.classifier import build_network
@@ -190,9 +188,15 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device, dtype: t
 
 def macro_f1(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
     """Macro-F1 over the classes present in ``y_true`` (predicting another class counts as a miss)."""
-    if not y_true:
+    if not len(y_true):
         return 0.0
-    return float(f1_score(y_true, y_pred, labels=sorted(set(y_true)), average="macro", zero_division=0))
+    true, pred = np.asarray(y_true), np.asarray(y_pred)
+    scores = []
+    for label in np.unique(true):
+        hits = float(np.sum((true == label) & (pred == label)))
+        predicted, actual = float(np.sum(pred == label)), float(np.sum(true == label))
+        scores.append(2 * hits / (predicted + actual) if predicted + actual else 0.0)
+    return float(np.mean(scores))
 
 
 def fit(
@@ -237,6 +241,8 @@ def fit(
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     val_targets = [t for _, t in val]
 
+    from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when training
+
     writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
     result = FitResult(state_dict={}, best_epoch=0, best_val_macro_f1=-1.0, device=str(device))
     stale = 0
@@ -266,7 +272,7 @@ def fit(
     return result
 
 
-def _log_epoch(writer: SummaryWriter, stats: EpochStats, epochs: int) -> None:
+def _log_epoch(writer, stats: EpochStats, epochs: int) -> None:
     writer.add_scalar("train/loss", stats.loss, stats.epoch)
     writer.add_scalar("train/lr", stats.lr, stats.epoch)
     writer.add_scalar("val/macro_f1", stats.val_macro_f1, stats.epoch)

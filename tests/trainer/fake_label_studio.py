@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,9 +72,15 @@ class FakeProject:
     tasks: list[dict] = field(default_factory=list)
     species: set[str] = field(default_factory=set)
     export_delay_s: float = 0.0
+    """The export hangs this long (or until :meth:`release`), like a Label Studio that stopped answering."""
     export_calls: int = 0
     predictions: list[dict] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def release(self) -> None:
+        """End every hanging export now."""
+        self.released.set()
 
     def add_task(self, file_name: str, species: str, location: str | None, *, image_level: bool = False,
                  box: tuple[float, float, float, float] = (10.0, 10.0, 80.0, 80.0)) -> int:
@@ -106,7 +111,7 @@ class FakeProject:
             check(request)
             self.export_calls += 1
             if self.export_delay_s:
-                time.sleep(self.export_delay_s)
+                self.released.wait(self.export_delay_s)
             return [t for t in self.tasks if t["annotations"]]
 
         @app.get("/data/upload/{project}/{name}")

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
-from sklearn.metrics import f1_score
+from sklearn.metrics import f1_score, precision_recall_fscore_support
 
 from backend.bundle import Preprocessing
 from backend.preprocess import eval_transform
@@ -87,6 +88,20 @@ def test_score_matches_sklearn_and_counts_unknown_labels_as_misses():
     assert evaluation.macro_f1 == pytest.approx(f1_score(y_true, y_pred, labels=[0, 1, 2], average="macro"))
     assert evaluation.per_class["a"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2})
     assert evaluation.confusion == [[1, 0, 0], [1, 1, 0], [0, 0, 2]]
+
+
+@pytest.mark.parametrize("seed", [pytest.param(s, id=f"seed-{s}") for s in range(3)])
+def test_score_agrees_with_sklearn_on_random_predictions(seed):
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, 5, 60).tolist()
+    y_pred = rng.integers(-1, 5, 60).tolist()
+    evaluation = score(y_true, y_pred, list("abcde"))
+    present = sorted(set(y_true))
+    assert evaluation.macro_f1 == pytest.approx(f1_score(y_true, y_pred, labels=present, average="macro"))
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=range(5), zero_division=0)
+    for i, label in enumerate("abcde"):
+        expected = {"precision": precision[i], "recall": recall[i], "f1": f1[i], "support": support[i]}
+        assert evaluation.per_class[label] == pytest.approx(expected)
 
 
 def test_plot_confusion_writes_a_png(tmp_path):

@@ -1,0 +1,177 @@
+"""Real processes for the learning tests: ``rq worker`` and ``uvicorn --workers 2``, stopped by their PID.
+
+Each service starts in its own session (process group = the leader's PID), so stopping it reaches
+uvicorn's worker processes too. RQ's work horse puts itself in a group of its own: it is found by
+the PID the job records in its meta, and signalled by that PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+import redis
+from rq import Worker
+
+from tests.trainer.fake_label_studio import TOKEN
+
+T = TypeVar("T")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+#: A tiny, fast training run (the CPU is small and shared), configured as an operator would: by env.
+TINY_TRAINING_ENV = {
+    "TRAIN_BACKBONE": "mobilenet_v3_small",
+    "TRAIN_IMAGE_SIZE": "64",
+    "TRAIN_EPOCHS": "2",
+    "TRAIN_BATCH_SIZE": "8",
+    "TRAIN_NUM_WORKERS": "0",
+    "TRAIN_PATIENCE": "5",
+    "MIN_EXAMPLES_PER_CLASS": "2",
+    "DOWNLOAD_CONCURRENCY": "2",
+    "MODEL_POLL_INTERVAL_S": "1",
+    "LOG_LEVEL": "INFO",
+    "OMP_NUM_THREADS": "1",
+}
+
+#: uvicorn logging with the process id on every line, to tell the backend's worker processes apart.
+LOG_CONFIG = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"pid": {"format": "%(process)d %(name)s %(levelname)s %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "pid", "stream": "ext://sys.stderr"}},
+    "root": {"handlers": ["stderr"], "level": "INFO"},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.1) -> T:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def service_env(redis_url: str, data_dir: Path, detector: Path, ls_url: str, **extra: str) -> dict[str, str]:
+    """The environment of the worker and the backend (everything else inherited from this process)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATA_DIR", "LABEL_STUDIO_URL")}
+    env.update(TINY_TRAINING_ENV)
+    env.update(REDIS_URL=redis_url, DATA_DIR=str(data_dir), DETECTOR_MODEL=str(detector), LABEL_STUDIO_URL=ls_url,
+               LABEL_STUDIO_API_KEY=TOKEN, PYTHONDONTWRITEBYTECODE="1")
+    env.update(extra)
+    return env
+
+
+class Service:
+    """A child process in its own session, with its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_path: Path) -> None:
+        self.name, self.argv, self.env, self.log_path = name, argv, dict(env), log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(argv, env=self.env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the leader only (a crash of that one process)."""
+        if self.alive():
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM the process group, then SIGKILL it if it lingers."""
+        if self.proc.poll() is None:
+            _signal_group(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                _signal_group(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(grace_s)
+        _signal_group(self.proc.pid, signal.SIGKILL)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+#: The two ways to run the worker: plain RQ (as the README and compose do) and ours (training code preloaded).
+WORKER_COMMANDS = {
+    "rq": lambda env: [str(VENV_BIN / "rq"), "worker", "training", "prelabel", "--url", env["REDIS_URL"]],
+    "camtrap": lambda env: [str(VENV_BIN / "python"), "-m", "trainer", "worker"],
+}
+
+
+def start_rq_worker(env: Mapping[str, str], log_path: Path, connection: redis.Redis, kind: str = "camtrap") -> Service:
+    """A worker on queues training and prelabel, from the repository root; ``kind`` picks the command.
+
+    ``rq`` is ``rq worker training prelabel --url $REDIS_URL``; ``camtrap`` is ``python -m trainer worker``
+    (``camtrap worker``), which imports torch once instead of once per job: faster tests on a small CPU.
+    """
+    before = {w.name for w in Worker.all(connection=connection)}
+    service = Service("worker", WORKER_COMMANDS[kind](env), env, log_path)
+
+    def registered() -> bool:
+        if not service.alive():
+            raise AssertionError(f"rq worker exited:\n{service.log()[-3000:]}")
+        return bool({w.name for w in Worker.all(connection=connection)} - before)
+
+    wait_until(registered, 60, "the rq worker to register")
+    return service
+
+
+def start_backend(env: Mapping[str, str], log_path: Path, port: int, workers: int = 2) -> Service:
+    """``uvicorn backend.app:create_app --factory --workers N``, waiting until it answers /health."""
+    config = log_path.with_suffix(".logging.json")
+    config.write_text(json.dumps(LOG_CONFIG))
+    service = Service("backend", [str(VENV_BIN / "uvicorn"), "backend.app:create_app", "--factory", "--host",
+                                  "127.0.0.1", "--port", str(port), "--workers", str(workers), "--log-config",
+                                  str(config)], env, log_path)
+
+    def healthy() -> bool:
+        if not service.alive():
+            raise AssertionError(f"backend exited:\n{service.log()[-3000:]}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(healthy, 120, "the backend to answer /health", interval_s=0.3)
+    wait_until(lambda: service.log().count("Application startup complete") >= workers, 120,
+               f"{workers} backend workers to start")
+    return service
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
