@@ -14,13 +14,17 @@ from pathlib import Path
 import pytest
 import redis
 
+from backend.app import create_app
 from backend.config import Settings
 from tests.backend.fake_ls import serve_in_thread
-from tests.learning.services import Service, service_env, start_rq_worker
+from tests.learning.services import RedisServer, Service, service_env, start_rq_worker
 from tests.trainer.fake_label_studio import TOKEN, FakeProject, ena24_project
 
 #: Project id of the ENA24 project in the fake Label Studio.
 ENA24_PROJECT = "1"
+#: Credentials of the in-thread app (``app_url``).
+SECRET = "webhook-secret"
+BASIC = ("labelstudio", "basic-pass")
 
 
 @pytest.fixture
@@ -54,3 +58,25 @@ def rq_worker(worker_env: dict[str, str], tmp_path: Path, redis_client: redis.Re
     service = start_rq_worker(worker_env, tmp_path / "worker.log", redis_client)
     yield service
     service.stop()
+
+
+@pytest.fixture(scope="package")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A private redis-server the tests may stop, restart and freeze."""
+    server = RedisServer(tmp_path_factory.mktemp("own-redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="package")
+def app_settings(own_redis: RedisServer, tiny_detector_path: Path, tmp_path_factory) -> Settings:
+    return Settings(redis_url=own_redis.url, data_dir=tmp_path_factory.mktemp("app-data"),
+                    detector_model=str(tiny_detector_path), webhook_secret=SECRET, basic_auth_user=BASIC[0],
+                    basic_auth_pass=BASIC[1], train_every_n_annotations=50)
+
+
+@pytest.fixture(scope="package")
+def app_url(app_settings: Settings) -> Iterator[str]:
+    """The real app (tiny detector, basic auth, webhook secret) served by uvicorn in a thread."""
+    with serve_in_thread(create_app(app_settings), timeout_s=120) as url:
+        yield url

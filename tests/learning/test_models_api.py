@@ -1,0 +1,116 @@
+"""``GET /models``, ``POST /models/{version}/promote`` and ``GET /versions`` over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+
+from backend import registry
+from backend.bundle import BundleManifest, BundleStatus
+from backend.classifier import build_network
+from backend.redis_keys import RedisKeys
+from tests.learning.conftest import BASIC
+from trainer.publish import BundleFiles, publish
+
+PROJECT = "21"
+KEYS = RedisKeys()
+
+
+def _bundle(settings, version: str, status: BundleStatus, reason: str, macro_f1: float) -> None:
+    manifest = BundleManifest(version=version, project=PROJECT, labels=["Grey Fox", "Chicken"],
+                              backbone="mobilenet_v3_small", job_id="train-21", status=status, status_reason=reason,
+                              metrics={"top1": macro_f1, "macro_f1": macro_f1})
+    metrics = {"test": {"count": 6, "top1": macro_f1, "macro_f1": macro_f1, "per_class": {}},
+               "served": {"version": None, "macro_f1": None, "note": "no model served"},
+               "split": {"counts": {"train": {"Grey Fox": 4}, "val": {}, "test": {}}}}
+    state = build_network("mobilenet_v3_small", 2).state_dict()
+    publish(settings.models_dir, manifest, BundleFiles(state, metrics, "# card\n"), connection=None, keys=KEYS)
+
+
+@pytest.fixture
+def bundles(app_settings, own_redis) -> Iterator[list[str]]:
+    """Three bundles of project 21: v1 promoted, v2 promoted (current), v3 rejected."""
+    _bundle(app_settings, "p21-a1", BundleStatus.PROMOTED, "no classifier was served yet", 0.5)
+    _bundle(app_settings, "p21-a2", BundleStatus.PROMOTED, "better", 0.7)
+    _bundle(app_settings, "p21-a3", BundleStatus.REJECTED, "not better than the served model: 0.6 vs 0.7", 0.6)
+    yield ["p21-a1", "p21-a2", "p21-a3"]
+    for child in sorted((app_settings.models_dir / PROJECT).rglob("*"), reverse=True):
+        child.unlink() if child.is_file() else child.rmdir()
+
+
+@pytest.fixture
+def http(app_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=app_url, auth=BASIC, timeout=10) as client:
+        yield client
+
+
+def test_models_lists_bundles_newest_first_with_metrics_current_and_rejection_reason(http, bundles):
+    listing = http.get("/models", params={"project": PROJECT}).json()["projects"][PROJECT]
+    assert listing["current"] == "p21-a2" and listing["model_version"] == "md_tiny_md_v5+p21-a2"
+    rows = {b["version"]: b for b in listing["bundles"]}
+    assert [b["version"] for b in listing["bundles"]] == ["p21-a3", "p21-a2", "p21-a1"]
+    assert rows["p21-a2"]["current"] and not rows["p21-a1"]["current"]
+    assert rows["p21-a3"]["status"] == "rejected"
+    assert rows["p21-a3"]["reason"] == "not better than the served model: 0.6 vs 0.7"
+    assert rows["p21-a1"]["metrics"] == {"top1": 0.5, "macro_f1": 0.5}
+    assert rows["p21-a1"]["test"]["count"] == 6
+
+
+def test_promote_rolls_back_moves_the_pointer_and_announces_it(http, bundles, app_settings, own_redis):
+    store = redis.Redis.from_url(own_redis.url)
+    pubsub = store.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(KEYS.models_channel)
+    answer = http.post("/models/p21-a1/promote", params={"project": PROJECT}).json()
+    assert answer == {"project": PROJECT, "current": "p21-a1", "previous": "p21-a2",
+                      "model_version": "md_tiny_md_v5+p21-a1"}
+    assert registry.read_current(app_settings.models_dir, PROJECT) == "p21-a1"
+    assert store.get(KEYS.current(PROJECT)) == b"p21-a1"
+    message = None
+    deadline = time.monotonic() + 5
+    while message is None and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.2)
+    assert json.loads(message["data"]) == {"project": PROJECT, "version": "p21-a1"}
+    # Roll forward without naming the project: it is found from the version.
+    assert http.post("/models/p21-a2/promote").json()["current"] == "p21-a2"
+
+
+@pytest.mark.parametrize(
+    ("version", "status"),
+    [pytest.param("p21-nope", 404, id="unknown-version"), pytest.param("no*such", 422, id="invalid-name")],
+)
+def test_promote_refuses_what_is_not_a_bundle(http, bundles, app_settings, version, status):
+    assert http.post(f"/models/{version}/promote", params={"project": PROJECT}).status_code == status
+    assert registry.read_current(app_settings.models_dir, PROJECT) == "p21-a2"
+
+
+@pytest.mark.parametrize(
+    ("how", "expected_first"),
+    [
+        pytest.param("json-body", "md_tiny_md_v5+p21-a2", id="label-studio-get-with-body"),
+        pytest.param("query", "md_tiny_md_v5+p21-a2", id="query-parameter"),
+        pytest.param("nothing", "md_tiny_md_v5+none", id="no-project"),
+    ],
+)
+def test_versions_lists_model_versions_current_first(http, bundles, how, expected_first):
+    if how == "json-body":
+        response = http.request("GET", "/versions", content=json.dumps({"project": f"{PROJECT}.1714557000"}),
+                                headers={"Content-Type": "application/json"})
+    elif how == "query":
+        response = http.get("/versions", params={"project": PROJECT})
+    else:
+        response = http.get("/versions")
+    versions = response.json()["versions"]
+    assert versions[0] == expected_first
+    if how != "nothing":
+        assert sorted(versions) == sorted([f"md_tiny_md_v5+{v}" for v in bundles] + ["md_tiny_md_v5+none"])
+
+
+def test_model_routes_require_basic_auth(app_url, bundles):
+    assert httpx.get(f"{app_url}/models").status_code == 401
+    assert httpx.post(f"{app_url}/models/p21-a1/promote").status_code == 401
+    assert httpx.get(f"{app_url}/versions").status_code == 401
