@@ -7,6 +7,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from backend.config import Settings
@@ -80,7 +81,7 @@ class Detector:
         results: list[list[Detection] | str] = []
         for start in range(0, len(images), self.batch_size):
             batch = images[start : start + self.batch_size]
-            with self.lock:
+            with self.lock, torch.inference_mode():  # megadetector itself runs with autograd on
                 raw = self.model.generate_detections_one_batch(
                     batch,
                     image_id=names[start : start + len(batch)],
