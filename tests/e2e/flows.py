@@ -55,8 +55,9 @@ def shared_photos(ena24_dir: Path, labels: dict[str, str]) -> list[Photo]:
     ]
 
 
-def label_config_with_species(species: list[str]) -> str:
-    """Our label_config.xml with its per-region species list replaced, as a project adapts it."""
+def label_config_with_species(species: list[str], box_labels: set[str] | None = None) -> str:
+    """Our label_config.xml adapted as a project would: its own species list and, optionally, only
+    some of the box labels (the backend drops detections of categories the config lacks)."""
     root = ET.fromstring(LABEL_CONFIG.read_text())
     choices = [c for c in root.iter("Choices") if c.get("perRegion") == "true"]
     assert len(choices) == 1, f"label_config.xml should have one per-region Choices (species), found {len(choices)}"
@@ -64,14 +65,21 @@ def label_config_with_species(species: list[str]) -> str:
         choices[0].remove(child)
     for name in species:
         ET.SubElement(choices[0], "Choice", value=name)
+    if box_labels is not None:
+        for rectangle in root.iter("RectangleLabels"):
+            for label in list(rectangle):
+                if label.get("value") not in box_labels:
+                    rectangle.remove(label)
     return ET.tostring(root, encoding="unicode")
 
 
-def create_project(api: LabelStudioAPI, title: str, photos: list[Photo]) -> CamtrapProject:
+def create_project(
+    api: LabelStudioAPI, title: str, photos: list[Photo], box_labels: set[str] | None = None
+) -> CamtrapProject:
     """Create the project from label_config.xml (species = those of ``photos``), upload the photos and
     give each task its camera ``location``."""
     species = sorted({p.species for p in photos})
-    project = api.create_project(title, label_config_with_species(species))
+    project = api.create_project(title, label_config_with_species(species, box_labels))
     imported = api.import_images(project["id"], [p.path for p in photos])
     assert imported.get("task_count") == len(photos), f"import of {len(photos)} photos answered {imported}"
     by_name = {p.path.name: p for p in photos}
