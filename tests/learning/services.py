@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -44,11 +45,12 @@ TINY_TRAINING_ENV = {
     "OMP_NUM_THREADS": "1",
 }
 
-#: uvicorn logging with the process id on every line, to tell the backend's worker processes apart.
+#: uvicorn logging with the process id and the epoch time on every line, to tell the backend's worker
+#: processes apart and time their swaps: ``<pid> <unix time> <logger> <level> <message>``.
 LOG_CONFIG = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"pid": {"format": "%(process)d %(name)s %(levelname)s %(message)s"}},
+    "formatters": {"pid": {"format": "%(process)d %(created).3f %(name)s %(levelname)s %(message)s"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "pid", "stream": "ext://sys.stderr"}},
     "root": {"handlers": ["stderr"], "level": "INFO"},
 }
@@ -146,6 +148,15 @@ def start_rq_worker(env: Mapping[str, str], log_path: Path, connection: redis.Re
 
     wait_until(registered, 60, "the rq worker to register")
     return service
+
+
+def swap_times(log: str, project: str, model_version: str) -> dict[int, float]:
+    """When each backend process (pid) first logged serving ``model_version`` for ``project`` (unix time)."""
+    line = rf"^(\d+) ([\d.]+) backend\.runtime INFO project {re.escape(project)} now serves {re.escape(model_version)}$"
+    times: dict[int, float] = {}
+    for pid, created in re.findall(line, log, re.M):
+        times.setdefault(int(pid), float(created))
+    return times
 
 
 def start_backend(env: Mapping[str, str], log_path: Path, port: int, workers: int = 2) -> Service:

@@ -8,7 +8,6 @@ test can tell that every process that served the old version now serves the new 
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +23,7 @@ from backend.jobs import enqueue_training
 from backend.redis_keys import RedisKeys
 from tests.backend.fake_ls import serve_in_thread
 from tests.learning.conftest import ENA24_PROJECT
-from tests.learning.services import Service, free_port, start_backend, wait_until
+from tests.learning.services import Service, free_port, start_backend, swap_times, wait_until
 from tests.trainer.fake_label_studio import FakeProject, ena24_project, label_config
 from trainer.publish import BundleFiles, publish
 
@@ -83,9 +82,7 @@ def _wait_for_version(url: str, schema: str, version: str) -> float:
 
 def _swaps(log: str, version: str) -> set[int]:
     """Pids of the backend processes that logged serving ``version`` for the project."""
-    line = rf"^(\d+) backend\.runtime INFO project {ENA24_PROJECT} now serves {re.escape(version)}$"
-    pattern = re.compile(line, re.M)
-    return {int(pid) for pid in pattern.findall(log)}
+    return set(swap_times(log, ENA24_PROJECT, version))
 
 
 def _train(backend_url: str, redis_client, settings, options=None) -> dict:
