@@ -15,13 +15,15 @@ A *stack* is all of that for one authentication mode:
 
 - ``pat``: legacy tokens off (Label Studio's default); the backend gets a personal access token
   (refresh -> ``Bearer``), HTTP basic auth on the backend and a webhook secret header.
-- ``legacy``: legacy tokens on and personal access tokens off; the backend gets the legacy token
-  (``Token``), no basic auth.
+- ``legacy``: Label Studio bootstrapped as docker-compose.yml does it (the admin's legacy token and
+  legacy tokens enabled through the environment), then personal access tokens switched off through
+  ``/api/jwt/settings``; the backend gets the legacy token (``Token``), no basic auth.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -166,18 +168,21 @@ def ls_install() -> LabelStudioInstall:
         pytest.fail(f"{INSTALL_SCRIPT} did not print {exc}: stdout was {done.stdout!r}")
 
 
-def label_studio_env(install: LabelStudioInstall, data_dir: Path, home: Path, url: str) -> dict[str, str]:
-    """A clean environment for LS: it reads HOST, PORT, USERNAME, PASSWORD and any LABEL_STUDIO_* variable."""
-    return {
+def label_studio_env(
+    install: LabelStudioInstall, data_dir: Path, home: Path, url: str, legacy_token: str | None = None
+) -> dict[str, str]:
+    """A clean environment for LS (it reads HOST, PORT, USERNAME, ... and any LABEL_STUDIO_* variable),
+    with the variables docker-compose.yml gives the label-studio service."""
+    env = {
         "PATH": f"{install.venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
         "HOME": str(home),
         "LANG": "C.UTF-8",
         "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
         # The address LS calls itself in /setup's "hostname" and in links.
-        "HOST": url,
+        "LABEL_STUDIO_HOST": url,
         # The first user, created at start.
-        "USERNAME": ADMIN_EMAIL,
-        "PASSWORD": ADMIN_PASSWORD,
+        "LABEL_STUDIO_USERNAME": ADMIN_EMAIL,
+        "LABEL_STUDIO_PASSWORD": ADMIN_PASSWORD,
         # Allow ML backends and webhooks on loopback (LS 1.23 refuses private addresses by default).
         "ML_BLOCK_LOCAL_IP": "false",
         "SSRF_PROTECTION_ENABLED": "false",
@@ -187,10 +192,16 @@ def label_studio_env(install: LabelStudioInstall, data_dir: Path, home: Path, ur
         "SENTRY_DSN": "",
         "FRONTEND_SENTRY_DSN": "",
     }
+    if legacy_token:
+        # compose's bootstrap: the admin gets this legacy token, and the organisation allows legacy tokens.
+        env.update(LABEL_STUDIO_USER_TOKEN=legacy_token, LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN="true")
+    return env
 
 
 @contextmanager
-def run_label_studio(install: LabelStudioInstall, workdir: Path) -> Iterator[LabelStudio]:
+def run_label_studio(
+    install: LabelStudioInstall, workdir: Path, legacy_token: str | None = None
+) -> Iterator[LabelStudio]:
     """Start LS on a free loopback port with a fresh data dir made from the template database."""
     data_dir, home = workdir / "ls-data", workdir / "ls-home"
     data_dir.mkdir(parents=True)
@@ -201,7 +212,7 @@ def run_label_studio(install: LabelStudioInstall, workdir: Path) -> Iterator[Lab
     process = ManagedProcess(
         "label-studio",
         [str(install.bin), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port)],
-        env=label_studio_env(install, data_dir, home, url),
+        env=label_studio_env(install, data_dir, home, url, legacy_token),
         cwd=workdir,
         log_path=workdir / "label-studio.log",
     )
@@ -279,16 +290,21 @@ def open_stack(
 ) -> Iterator[Stack]:
     """Start LS, obtain the API key for ``mode``, then the backend and the worker; stop all on exit."""
     with ExitStack() as cleanup:
-        ls = cleanup.enter_context(run_label_studio(install, workdir))
+        bootstrap_token = secrets.token_hex(20) if mode is AuthMode.LEGACY else None
+        ls = cleanup.enter_context(run_label_studio(install, workdir, legacy_token=bootstrap_token))
         with ls.login() as session:
+            settings = lsapi.check(session.get("/api/jwt/settings")).json()
             if mode is AuthMode.PAT:
-                settings = lsapi.check(session.get("/api/jwt/settings")).json()
                 assert settings["legacy_api_tokens_enabled"] is False, f"LS 1.23 starts with legacy off: {settings}"
                 api_key = lsapi.create_personal_access_token(session)
                 auth: httpx.Auth = lsapi.PersonalAccessTokenAuth(ls.url, api_key)
             else:
-                lsapi.set_token_settings(session, personal=False, legacy=True)
+                # As in docker-compose.yml: the admin's token and legacy tokens come from the environment.
+                assert settings["legacy_api_tokens_enabled"] is True, f"legacy tokens not enabled by env: {settings}"
                 api_key = lsapi.legacy_token(session)
+                assert api_key == bootstrap_token, "LABEL_STUDIO_USER_TOKEN did not become the admin's token"
+                # Organization -> Access Token Settings: personal tokens off, so only "Token" can work.
+                lsapi.set_token_settings(session, personal=False, legacy=True)
                 auth = lsapi.LegacyTokenAuth(api_key)
         client = cleanup.enter_context(httpx.Client(base_url=ls.url, auth=auth, timeout=lsapi.REQUEST_TIMEOUT_S))
         api = lsapi.LabelStudioAPI(client)
