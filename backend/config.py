@@ -136,6 +136,8 @@ class Settings(BaseSettings):
     """Share of the crops (whole locations) held out for the final evaluation and the gate."""
     train_device: str | None = None
     """``cuda``, ``cpu`` or unset for CUDA when available (AMP is used on CUDA)."""
+    prelabel_on_import: bool = True
+    """On TASKS_CREATED, a worker predicts the new tasks and pushes the predictions to Label Studio."""
 
     @field_validator("allowed_image_hosts", "location_fields", mode="before")
     @classmethod

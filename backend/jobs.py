@@ -23,12 +23,14 @@ from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
 from backend.config import Settings
-from backend.redis_keys import TRAINING_QUEUE, RedisKeys, training_job_id
+from backend.redis_keys import PRELABEL_QUEUE, TRAINING_QUEUE, RedisKeys, training_job_id
 
 logger = logging.getLogger(__name__)
 
 #: The RQ entry point of a training run (``trainer/jobs.py``), by name.
 TRAIN_FUNCTION = "trainer.jobs.train_project"
+#: The RQ entry point of bulk pre-annotation, by name.
+PRELABEL_FUNCTION = "trainer.jobs.prelabel_tasks"
 #: States after which a job id may be reused.
 TERMINAL = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED})
 #: States from which a job is canceled without a worker's help.
@@ -98,6 +100,28 @@ def enqueue_training(
     current = fetch_job(connection, job_id)
     status = current.get_status(refresh=False) if current is not None else None
     return EnqueueResult(job_id, status.value if status else "unknown", created=False)
+
+
+def enqueue_prelabel(connection: redis.Redis, settings: Settings, project: str, tasks: list[dict[str, Any]]) -> str:
+    """Enqueue bulk pre-annotation of newly created tasks (queue ``prelabel``); returns the job id.
+
+    Only each task's ``id`` and ``data`` travel with the job.
+
+    Raises:
+        redis.RedisError: Redis is unavailable.
+    """
+    slim = [{"id": t["id"], "data": t.get("data") or {}} for t in tasks if isinstance(t, dict) and "id" in t]
+    job = Queue(PRELABEL_QUEUE, connection=connection).enqueue_call(
+        PRELABEL_FUNCTION,
+        args=(project, slim),
+        timeout=settings.job_timeout_s,
+        result_ttl=settings.job_result_ttl_s,
+        failure_ttl=settings.job_failure_ttl_s,
+        description=f"pre-annotate {len(slim)} new task(s) of project {project}",
+        meta={"stage": "queued", "trigger": "TASKS_CREATED", "project": project},
+    )
+    logger.info("enqueued %s: pre-annotate %d task(s) of project %s", job.id, len(slim), project)
+    return job.id
 
 
 def fetch_job(connection: redis.Redis, job_id: str) -> Job | None:

@@ -9,7 +9,8 @@ ANNOTATIONS_CREATED         threshold (``train_every_n_annotations`` in extra_pa
                             ``TRAIN_EVERY_N_ANNOTATIONS``; 0 = off) enqueue a training job
 ANNOTATIONS_DELETED         ``pending -= len(ids)``, never below 0 (they will not be learnt)
 PROJECT_UPDATED             store the new label config in the project's set-up hash
-TASKS_CREATED, others       accepted and ignored
+TASKS_CREATED               enqueue bulk pre-annotation on queue ``prelabel`` (``PRELABEL_ON_IMPORT``)
+others                      accepted and ignored
 ==========================  ================================================================
 
 Label Studio waits 1 s for a webhook and never retries, so :func:`handle_within` answers within
@@ -31,7 +32,7 @@ import redis
 
 from backend.config import Settings
 from backend.events import COUNTED_EVENTS, LSEvent
-from backend.jobs import enqueue_training
+from backend.jobs import enqueue_prelabel, enqueue_training
 from backend.projects import project_id
 from backend.redis_keys import RedisKeys
 
@@ -96,8 +97,10 @@ def handle_event(payload: dict[str, Any], connection: redis.Redis, settings: Set
     """Apply one webhook delivery; Redis errors become a ``redis_unavailable`` result, never an exception."""
     action = str(payload.get("action", ""))
     event = LSEvent.parse(action)
-    if event is None or event in (LSEvent.TASKS_CREATED, LSEvent.TASKS_DELETED):
+    if event is None or event == LSEvent.TASKS_DELETED:
         return WebhookResult(Outcome.IGNORED, action, detail="no training effect")
+    if event == LSEvent.TASKS_CREATED and not (settings.prelabel_on_import and payload.get("tasks")):
+        return WebhookResult(Outcome.IGNORED, action, detail="bulk pre-annotation is off or there are no tasks")
     try:
         project = project_id(payload.get("project"))
     except ValueError as exc:
@@ -122,6 +125,9 @@ def _dispatch(
         deleted = len(payload.get("annotations") or [])
         pending = int(connection.eval(_DECREMENT_FLOOR_ZERO, 1, keys.pending(project), deleted))
         return WebhookResult(Outcome.COUNTED, event.value, project, pending=pending)
+    if event == LSEvent.TASKS_CREATED:
+        job = enqueue_prelabel(connection, settings, project, list(payload.get("tasks") or []))
+        return WebhookResult(Outcome.QUEUED, event.value, project, job, "queued", detail="bulk pre-annotation")
     if event == LSEvent.PROJECT_UPDATED:
         body = payload.get("project")
         config = body.get("label_config") if isinstance(body, dict) else None

@@ -3,6 +3,7 @@
 ``trainer.jobs.train_project`` runs on queue ``training`` with job id ``train-<project>``; its progress
 is in ``job.meta`` (see ``trainer.progress``) and its result is ``TrainOutcome.to_dict()``. On failure
 ``job.meta["error"]`` holds one sentence and ``job.meta["stage"]`` the stage it failed in.
+``trainer.jobs.prelabel_tasks`` runs on queue ``prelabel`` (bulk pre-annotation, ``trainer.prelabel``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,31 @@ def train_project(project_id: str, options: dict[str, Any] | None = None) -> dic
         progress.fail(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         raise
     return outcome.to_dict()
+
+
+def prelabel_tasks(project_id: str, tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Predict newly imported tasks and push the predictions to Label Studio.
+
+    Args:
+        project_id: Label Studio project id.
+        tasks: ``[{"id": ..., "data": {...}}, ...]`` as ``TASKS_CREATED`` delivered them.
+
+    Returns:
+        Counts of tasks, posted predictions, empty predictions and refused posts.
+    """
+    from trainer.prelabel import prelabel
+
+    _ensure_logging()
+    settings = get_settings()
+    job = get_current_job()
+    progress = Progress(job)
+    connection = job.connection if job is not None else redis.Redis.from_url(settings.effective_redis_url)
+    try:
+        return prelabel(parse_project_id(project_id), tasks, settings=settings, connection=connection,
+                        progress=progress)
+    except BaseException as exc:
+        progress.fail(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        raise
 
 
 def _ensure_logging() -> None:

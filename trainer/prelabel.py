@@ -1,0 +1,77 @@
+"""Bulk pre-annotation of newly imported tasks: predictions pushed to Label Studio through its API.
+
+Label Studio gives ``/predict`` 100 s; a large import predicted on demand would hit that limit, and the
+first annotators would wait. On ``TASKS_CREATED`` the backend enqueues this job on queue ``prelabel``:
+the worker builds the same ``backend.runtime.Runtime`` the service uses (same detector, the project's
+served classifier, same thresholds and label mapping), predicts the tasks in chunks and posts each
+prediction to ``POST /api/predictions/`` with the project's current ``model_version``, so Label
+Studio finds them and never calls ``/predict`` for those tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from backend.config import Settings
+from backend.errors import BackendError
+from trainer.progress import Progress
+
+logger = logging.getLogger(__name__)
+
+#: Tasks predicted per call of the runtime (and per progress report).
+CHUNK = 16
+PREDICTIONS_PATH = "/api/predictions/"
+
+
+def prelabel(
+    project: str, tasks: Sequence[dict[str, Any]], *, settings: Settings, connection: redis.Redis | None,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Predict ``tasks`` and post one prediction per task to Label Studio.
+
+    Args:
+        project: Project id.
+        tasks: Task objects with at least ``id`` and ``data`` (as ``TASKS_CREATED`` sends them).
+        settings: Detector, thresholds and Label Studio access.
+        connection: Redis, for the project's stored /setup data.
+        progress: Where ``done``/``total`` go.
+
+    Returns:
+        Counts: ``tasks``, ``posted``, ``empty`` (no result to post), ``failed`` (Label Studio refused it).
+    """
+    from backend.detector import Detector
+    from backend.runtime import Runtime
+
+    runtime = Runtime(settings, Detector.load(settings), redis_client=connection)
+    counts = {"tasks": len(tasks), "posted": 0, "empty": 0, "failed": 0}
+    try:
+        setup = runtime.project_setup(project)
+        client = runtime.ls_client(setup)
+        label_config = setup.schema or client.get_json(f"/api/projects/{project}").get("label_config")
+        progress.update(done=0, total=len(tasks))
+        for start in range(0, len(tasks), CHUNK):
+            chunk = [{"id": t["id"], "data": t.get("data") or {}} for t in tasks[start : start + CHUNK]]
+            for task, prediction in zip(chunk, runtime.predict_tasks(chunk, project, label_config), strict=True):
+                counts[_post(client, task["id"], prediction)] += 1
+            progress.update(done=min(start + CHUNK, len(tasks)), total=len(tasks), counts=dict(counts))
+    finally:
+        runtime.close()
+    logger.info("project %s: pre-annotated %s", project, counts)
+    return counts
+
+
+def _post(client, task_id: int, prediction: dict[str, Any]) -> str:
+    if not prediction.get("result"):
+        return "empty"
+    body = {"task": task_id, "result": prediction["result"], "score": prediction.get("score"),
+            "model_version": prediction.get("model_version")}
+    try:
+        client.post_json(PREDICTIONS_PATH, body)
+    except BackendError as exc:
+        logger.warning("task %s: Label Studio refused the prediction: %s", task_id, exc)
+        return "failed"
+    return "posted"
