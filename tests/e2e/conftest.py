@@ -7,7 +7,7 @@ own process group, see :mod:`tests.e2e.processes`), also when a test fails.
   dir, plus a once-migrated template database copied into each fresh data dir).
 - Redis is the suite's private ``redis-server`` (``redis_server`` in tests/conftest.py); each stack
   uses its own database number.
-- The backend runs as ``camtrap serve`` (uvicorn with 2 workers), configured only through the
+- The backend runs as ``camtrap serve`` (uvicorn; 2 workers in the PAT stack), configured only through the
   environment, exactly as docker-compose.yml configures it; the worker is the plain
   ``rq worker training prelabel --url $REDIS_URL`` run from the repository root, also as in compose.
 
@@ -52,8 +52,9 @@ ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "camtrap-e2e-password"
 BASIC_AUTH = ("labelstudio", "camtrap-e2e-basic")
 WEBHOOK_SECRET = "camtrap-e2e-webhook-secret"
-#: uvicorn workers of the backend: more than one, so the hot-swap reaches several processes.
-BACKEND_WORKERS = 2
+#: uvicorn workers of the PAT stack's backend: more than one, so the hot-swap must reach several
+#: processes; the legacy stack runs one (it starts faster on two shared cores).
+BACKEND_WORKERS = {"pat": 2, "legacy": 1}
 
 #: The backend's and worker's configuration besides URLs and secrets: a tiny, fast training run.
 SERVICE_ENV = {
@@ -240,7 +241,7 @@ def label_studio(ls_install: LabelStudioInstall, tmp_path_factory: pytest.TempPa
 
 
 def service_env(*, redis_url: str, data_dir: Path, ls_url: str, api_key: str, detector: Path, port: int,
-                basic_auth: tuple[str, str] | None, webhook_secret: str | None) -> dict[str, str]:
+                basic_auth: tuple[str, str] | None, webhook_secret: str | None, workers: int = 2) -> dict[str, str]:
     """The environment of ``camtrap serve`` and of the worker: the variables docker-compose.yml sets."""
     settings_names = {name.upper() for name in Settings.model_fields}
     # Inherit the machine's environment, but none of our settings a developer's shell might carry.
@@ -254,7 +255,7 @@ def service_env(*, redis_url: str, data_dir: Path, ls_url: str, api_key: str, de
         DETECTOR_MODEL=str(detector),
         HOST="127.0.0.1",
         PORT=str(port),
-        WORKERS=str(BACKEND_WORKERS),
+        WORKERS=str(workers),
         PYTHONUNBUFFERED="1",
     )
     if basic_auth:
@@ -264,13 +265,13 @@ def service_env(*, redis_url: str, data_dir: Path, ls_url: str, api_key: str, de
     return env
 
 
-def backend_argv(port: int) -> list[str]:
+def backend_argv(port: int, workers: int = 2) -> list[str]:
     """``camtrap serve`` (what compose runs); plain uvicorn on the app factory if the CLI is not there."""
     camtrap = VENV_BIN / "camtrap"
     if camtrap.exists() and (REPO_ROOT / "backend" / "cli.py").is_file():
         return [str(camtrap), "serve"]
     return [str(VENV_BIN / "python"), "-m", "uvicorn", "backend.app:create_app", "--factory",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", str(BACKEND_WORKERS)]
+            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
 
 
 def worker_argv(redis_url: str, name: str) -> list[str]:
@@ -318,9 +319,10 @@ def open_stack(
         basic_auth = BASIC_AUTH if mode is AuthMode.PAT else None
         secret = WEBHOOK_SECRET if mode is AuthMode.PAT else None
         data_dir = workdir / "backend-data"
+        workers = BACKEND_WORKERS[mode.value]
         env = service_env(redis_url=redis_url, data_dir=data_dir, ls_url=ls.url, api_key=api_key, detector=detector,
-                          port=port, basic_auth=basic_auth, webhook_secret=secret)
-        backend_proc = ManagedProcess("backend", backend_argv(port), env, REPO_ROOT, workdir / "backend.log")
+                          port=port, basic_auth=basic_auth, webhook_secret=secret, workers=workers)
+        backend_proc = ManagedProcess("backend", backend_argv(port, workers), env, REPO_ROOT, workdir / "backend.log")
         worker_name = f"e2e-{mode.value}-{uuid.uuid4().hex[:8]}"
         worker_proc = ManagedProcess("worker", worker_argv(redis_url, worker_name), env, REPO_ROOT,
                                      workdir / "worker.log")

@@ -135,10 +135,9 @@ def step3_annotate(stack: Stack, project: flows.CamtrapProject) -> set[int]:
     labeled = {t for t, task in tasks.items() if task["total_annotations"] > 0}
     assert labeled == annotated, f"step 3: labeled tasks {sorted(labeled)}, expected {sorted(annotated)}"
     # Each submit reached /webhook (through the secret header in PAT mode) and was counted.
-    pending = _redis(stack).get(RedisKeys().pending(str(project.id)))
-    assert pending is not None and int(pending) == len(annotated), (
-        f"step 3: the backend counted {pending!r} annotations of {len(annotated)} (webhook deliveries lost?)"
-    )
+    key = RedisKeys().pending(str(project.id))
+    wait_until(lambda: int(_redis(stack).get(key) or 0) == len(annotated), timeout=10, processes=stack.processes,
+               what=f"the backend to count {len(annotated)} annotations from the webhook (deliveries lost?)")
     return annotated
 
 
