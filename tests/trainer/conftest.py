@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from backend.config import Settings
@@ -18,6 +19,19 @@ from tests.backend.fake_ls import serve_in_thread
 from tests.trainer.fake_label_studio import TOKEN, FakeProject, synthetic_project
 from trainer.config import TrainConfig
 from trainer.crops import Crop
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread while a trainer test runs.
+
+    On a small CPU shared with other processes, torch's OpenMP threads spin-wait for each other and an
+    epoch takes ten times longer (seen here: 8 s instead of 0.6 s); one thread is the fast setting.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture
