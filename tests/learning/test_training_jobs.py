@@ -17,7 +17,7 @@ from rq.registry import StartedJobRegistry
 
 from backend import registry
 from backend.bundle import list_bundles
-from backend.jobs import enqueue_training, job_info
+from backend.jobs import cancel_job, enqueue_training, job_info
 from backend.redis_keys import TRAINING_QUEUE
 from tests.learning.conftest import ENA24_PROJECT
 from tests.learning.services import free_port, service_env, start_rq_worker, wait_until
@@ -67,6 +67,22 @@ def test_job_timeout_stops_a_hung_job(rq_worker, ena24_ls, redis_client, setting
     assert "JobTimeoutException" in info["error"] and "10 seconds" in info["error"]
     assert time.monotonic() - started < 30
     assert _nothing_published(data_dir)
+
+
+def test_delete_stops_a_running_job_and_publishes_nothing(rq_worker, redis_client, settings, data_dir):
+    job_id = enqueue_training(redis_client, settings, ENA24_PROJECT, trigger="test",
+                              options={"epochs": 500, "patience": 500}).job_id
+    info = wait_until(lambda: (i := job_info(redis_client, job_id)) and i["progress"].get("epoch") and i, 120,
+                      "the job to be training")
+    horse = info["progress"]["pid"]
+    cancel_job(redis_client, job_id)
+    try:
+        info = _wait_for_end(redis_client, job_id, 60)
+    finally:
+        _kill_if_alive(horse)
+    assert info["status"] == "stopped" and info["stage"] == "training" and info["error"]
+    assert _nothing_published(data_dir)
+    assert enqueue_training(redis_client, settings, ENA24_PROJECT, trigger="again").created
 
 
 @pytest.mark.parametrize(
