@@ -6,10 +6,10 @@ the thread pool, so ``/health`` and ``/setup`` answer at once even while predict
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
+import anyio
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 from fastapi.concurrency import run_in_threadpool
 
@@ -66,9 +66,11 @@ async def create_setup(body: SetupRequest, runtime: RuntimeDep) -> SetupResponse
     await run_in_threadpool(
         runtime.remember_setup, project, body.label_config, extra_params, body.hostname, body.access_token
     )
-    try:
-        version = await asyncio.wait_for(run_in_threadpool(runtime.model_version, project), SETUP_BUDGET_S)
-    except TimeoutError:
+    version = None
+    with anyio.move_on_after(SETUP_BUDGET_S):
+        # abandon_on_cancel: the load goes on in its thread; /setup does not wait for it.
+        version = await anyio.to_thread.run_sync(runtime.model_version, project, abandon_on_cancel=True)
+    if version is None:
         logger.info("project %s: classifier still loading; /setup reports the pointer's version", project)
         version = runtime.model_version(project, load=False)
     return SetupResponse(model_version=version)

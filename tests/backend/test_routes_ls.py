@@ -227,3 +227,21 @@ def test_health_and_setup_answer_fast_while_predict_runs(
             fake.delay_s = 0.0
     assert len(timings) >= 3, "predict finished before /health could be measured"
     assert max(timings) < 0.5, timings
+
+
+def test_predict_downloads_with_personal_access_token(
+    settings_factory: Callable[..., Settings], detector: Detector, label_config: str, fake_ls: tuple
+) -> None:
+    fake: FakeLabelStudio = fake_ls[0]
+    issued_before = len(fake.issued)
+    settings = settings_factory(label_studio_api_key=fake.pat)
+    tasks = [{"id": 1, "data": {"image": f"/data/upload/3/{PHOTOS[2]}?pat=1"}}]
+    with running_app(settings, detector) as url:
+        results = httpx.post(
+            f"{url}/predict", json={"tasks": tasks, "project": PROJECT, "label_config": label_config}, timeout=120
+        ).json()["results"]
+    assert results[0]["result"], "the image was downloaded and predicted"
+    assert len(fake.issued) == issued_before + 1
+    path, authorization = fake.requests[-1]
+    assert path == f"/data/upload/3/{PHOTOS[2]}"
+    assert authorization == f"Bearer {fake.issued[-1]}"

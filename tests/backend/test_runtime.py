@@ -180,3 +180,31 @@ def test_project_setup_is_read_back_from_redis_by_another_process(
     finally:
         first.close()
         second.close()
+
+
+def test_setup_answers_within_budget_while_classifier_loads(
+    settings_factory: Callable[..., Settings],
+    detector: Detector,
+    label_config: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from backend.classifier import SpeciesClassifier
+
+    settings = settings_factory()
+    write_bundle(settings.models_dir, PROJECT, "v1", favourite="Grey Fox")
+    registry.write_current(settings.models_dir, PROJECT, "v1")
+    real_load = SpeciesClassifier.load.__func__
+
+    def slow_load(cls: type, *args: object, **kwargs: object) -> SpeciesClassifier:
+        time.sleep(4)
+        return real_load(cls, *args, **kwargs)
+
+    monkeypatch.setattr(SpeciesClassifier, "load", classmethod(slow_load))
+    with running_app(settings, detector) as url:
+        started = time.perf_counter()
+        response = httpx.post(f"{url}/setup", json={"project": "5.1", "schema": label_config}, timeout=10)
+        elapsed = time.perf_counter() - started
+        assert response.json() == {"model_version": "md_tiny_md_v5+v1"}  # the pointer's version, not yet loaded
+        assert 1.5 < elapsed < 3.0
+        # the load went on in its thread after /setup answered
+        assert wait_for(lambda: "camtrap_model_swaps_total 1.0" in httpx.get(f"{url}/metrics").text, timeout_s=10)
