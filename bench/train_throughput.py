@@ -48,6 +48,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=2, help="data loader processes (default: 2)")
     parser.add_argument("--batches", type=int, default=8, help="timed batches in each measurement (default: 8)")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: CUDA when available)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
     parser.add_argument("--image-dir", type=Path, default=DEFAULT_IMAGES, help=f"photos (default: {DEFAULT_IMAGES})")
     return parser
 
@@ -108,6 +109,8 @@ def _sync(device: torch.device) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
     config = TrainConfig(
         backbone=args.backbone,
         input_size=args.input_size,
