@@ -65,7 +65,8 @@ async def read_versions(request: Request, settings: SettingsDep,
     owner = _project(project)
     current = registry.read_current(settings.models_dir, owner)
     bundles = await run_in_threadpool(list_bundles, settings.models_dir, owner)
-    ordered = sorted((b.version for b in bundles), key=lambda v: (v != current, [-ord(c) for c in v]))
+    newest_first = [b.version for b in reversed(bundles)]
+    ordered = sorted(newest_first, key=lambda v: v != current)  # stable: current first, then newest first
     versions = [registry.model_version(detector, v) for v in ordered] + [registry.model_version(detector, None)]
     return {"versions": versions, "current": registry.model_version(detector, current)}
 
