@@ -216,17 +216,19 @@ def test_health_and_setup_answer_fast_while_predict_runs(
             worker = threading.Thread(target=predict)
             worker.start()
             time.sleep(0.5)
-            timings = []
+            timings: list[tuple[float, float]] = []
             while not done.is_set() and len(timings) < 10:
                 started = time.perf_counter()
                 assert httpx.get(f"{url}/health").status_code == 200
+                health_s = time.perf_counter() - started
                 assert httpx.post(f"{url}/setup", json={"project": PROJECT, "schema": label_config}).status_code == 200
-                timings.append(time.perf_counter() - started)
+                timings.append((health_s, time.perf_counter() - started - health_s))
             worker.join(120)
         finally:
             fake.delay_s = 0.0
     assert len(timings) >= 3, "predict finished before /health could be measured"
-    assert max(timings) < 0.5, timings
+    assert max(h for h, _ in timings) < 0.5, timings  # Label Studio gives up at 1 s
+    assert max(s for _, s in timings) < 1.0, timings  # and at 3 s for /setup
 
 
 def test_predict_downloads_with_personal_access_token(
