@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 from torchvision import models
@@ -96,7 +97,7 @@ class SpeciesClassifier:
         network = build_network(manifest.backbone, len(manifest.labels))
         try:
             network.load_state_dict(load_file(directory / WEIGHTS_FILE))
-        except (RuntimeError, OSError) as exc:
+        except (RuntimeError, OSError, SafetensorError) as exc:
             raise BundleError(f"weights in {directory} do not fit {manifest.backbone}: {exc}") from exc
         return cls(manifest, network, torch.device(device))
 

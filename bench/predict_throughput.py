@@ -60,17 +60,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def ensure_model(path: Path) -> Path:
     if not path.is_file():
         logger.info("generating a random YOLOv5x6 checkpoint at %s (once)", path)
-        make_yolov5_checkpoint(path, cfg=_x6_config(), image_size=MDV5A_ARCH["image_size"])
+        make_yolov5_checkpoint(path, **MDV5A_ARCH)
     return path
-
-
-def _x6_config() -> str:
-    """MDV5A_ARCH's yaml, which the ``yolov5`` package ships under ``models/hub/``."""
-    import yolov5
-
-    models = Path(yolov5.__file__).parent / "models"
-    name = MDV5A_ARCH["cfg"]
-    return name if (models / name).is_file() else f"hub/{name}"
 
 
 class RawDetector:

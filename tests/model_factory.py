@@ -17,7 +17,7 @@ import torch
 #: Small and fast: YOLOv5n at 320 px, for tests.
 TINY = {"cfg": "yolov5n.yaml", "image_size": 320}
 #: MDv5a's architecture: YOLOv5x6 at 1280 px, 3 classes, for benchmarks.
-MDV5A_ARCH = {"cfg": "yolov5x6.yaml", "image_size": 1280}
+MDV5A_ARCH = {"cfg": "hub/yolov5x6.yaml", "image_size": 1280}
 
 
 def _yolov5_models_module():

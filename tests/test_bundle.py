@@ -88,3 +88,10 @@ def test_classifier_load_rejects_weights_of_another_shape(tmp_path: Path) -> Non
 def test_build_network_names_valid_backbones_on_typo() -> None:
     with pytest.raises(BundleError, match="efficientnet_b0"):
         build_network("efficientnet_b99", 3)
+
+
+def test_classifier_load_turns_corrupt_weights_into_bundle_error(tmp_path: Path) -> None:
+    staging, _ = _staged(tmp_path)
+    (staging / bundle.WEIGHTS_FILE).write_bytes(b"not a safetensors file")
+    with pytest.raises(BundleError, match="do not fit"):
+        SpeciesClassifier.load(staging)
