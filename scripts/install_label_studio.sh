@@ -9,7 +9,8 @@
 # Idempotent: when the venv and the template exist it does nothing and prints where they are.
 #
 # Environment (all optional):
-#   CAMTRAP_LS_CACHE    cache directory (default: <repo>/.cache/label-studio)
+#   CAMTRAP_LS_CACHE    cache directory (default: ${XDG_CACHE_HOME:-~/.cache}/camtrap-ml-backend/label-studio,
+#                       outside the checkout so fresh clones, CI included, reuse it)
 #   CAMTRAP_LS_VERSION  Label Studio version (default: 1.23.2)
 #   CAMTRAP_LS_PYTHON   interpreter for the venv (default: python3; LS 1.23 needs 3.10-3.13)
 #
@@ -19,7 +20,7 @@ set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LS_VERSION="${CAMTRAP_LS_VERSION:-1.23.2}"
-LS_CACHE="${CAMTRAP_LS_CACHE:-$REPO_ROOT/.cache/label-studio}"
+LS_CACHE="${CAMTRAP_LS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/camtrap-ml-backend/label-studio}"
 LS_PYTHON="${CAMTRAP_LS_PYTHON:-python3}"
 LS_VENV="$LS_CACHE/venv-$LS_VERSION"
 LS_BIN="$LS_VENV/bin/label-studio"

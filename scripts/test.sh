@@ -5,7 +5,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
-ensure_debian_packages redis-server:redis-server chromium:chromium
+ensure_debian_packages redis-server:redis-server chromium:chromium docker-compose:docker-compose
 ensure_venv test
 log "ruff"
 "$VENV/bin/ruff" check .
