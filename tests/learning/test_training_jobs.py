@@ -100,10 +100,12 @@ def test_killed_worker_fails_the_job_and_the_next_trigger_trains_normally(
     info = wait_until(lambda: (i := job_info(redis_client, job_id)) and i["progress"].get("epoch") and i, 120,
                       "the job to be training")
     horse = info["progress"]["pid"]
-    rq_worker.kill()  # SIGKILL the real `rq worker` process
+    if victims == "worker-and-horse":  # both at once: freeze the worker so neither sees the other die
+        os.kill(rq_worker.pid, signal.SIGSTOP)
+        os.kill(horse, signal.SIGKILL)
+    rq_worker.kill()  # SIGKILL the real worker process
     try:
         if victims == "worker-and-horse":
-            os.kill(horse, signal.SIGKILL)
             time.sleep(1)
             assert job_info(redis_client, job_id)["status"] == "started"  # nobody left to say otherwise
             StartedJobRegistry(TRAINING_QUEUE, connection=redis_client).cleanup(timestamp=time.time() + 300)
