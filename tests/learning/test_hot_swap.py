@@ -8,6 +8,7 @@ test can tell that every process that served the old version now serves the new 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -85,6 +86,14 @@ def _swaps(log: str, version: str) -> set[int]:
     return set(swap_times(log, ENA24_PROJECT, version))
 
 
+def _rollback_swaps(log: str, version: str) -> set[int]:
+    """Pids that logged serving ``version`` twice (promoted, replaced, then rolled back to)."""
+    line = re.compile(rf"^(\d+) [\d.]+ backend\.runtime INFO project {ENA24_PROJECT} now serves {re.escape(version)}$",
+                      re.M)
+    pids = line.findall(log)
+    return {int(pid) for pid in pids if pids.count(pid) >= 2}
+
+
 def _train(backend_url: str, redis_client, settings, options=None) -> dict:
     if options is None:
         answer = httpx.post(f"{backend_url}/webhook", json={"action": "START_TRAINING", "project": {"id": 1}}).json()
@@ -116,6 +125,8 @@ def test_trained_model_reaches_every_backend_worker_and_rollback_restores_the_ol
     assert _setup_version(url, schema) == before
     with ThreadPoolExecutor(4) as pool:  # concurrent predictions: both worker processes load the project
         assert set(sum(pool.map(lambda _: _predict(url, fake, schema), range(8)), [])) == {before}
+    wait_until(lambda: _every_answer(url, schema, 12) == {before} and len(_swaps(service.log(), before)) == 2, 60,
+               "both backend processes to serve the project")
 
     first = _train(url, redis_client, settings)
     assert first["result"]["status"] == "promoted" and first["stage"] == "done"
@@ -125,7 +136,7 @@ def test_trained_model_reaches_every_backend_worker_and_rollback_restores_the_ol
     v1 = f"{DETECTOR_ID}+{first['result']['version']}"
     seconds_v1 = _wait_for_version(url, schema, v1)
     assert set(_predict(url, fake, schema)) == {v1}
-    assert _swaps(service.log(), before) <= _swaps(service.log(), v1)
+    assert _swaps(service.log(), v1) == _swaps(service.log(), before), "every backend process swapped"
 
     forced = _train(url, redis_client, settings, options={"promotion_min_gain": -1.0})
     assert forced["result"]["status"] == "promoted" and forced["result"]["served_version"] == first["result"]["version"]
@@ -138,8 +149,8 @@ def test_trained_model_reaches_every_backend_worker_and_rollback_restores_the_ol
     _wait_for_version(url, schema, v1)
     seconds_rollback = time.monotonic() - promoted_at
     assert set(_predict(url, fake, schema)) == {v1}
-    assert len(_swaps(service.log(), v2)) >= 1
-    assert _swaps(service.log(), v2) <= _swaps(service.log(), v1)
+    assert _swaps(service.log(), v2) == _swaps(service.log(), before)
+    assert _rollback_swaps(service.log(), v1) == _swaps(service.log(), before)
     assert seconds_v1 < SWAP_DEADLINE_S and seconds_rollback < SWAP_DEADLINE_S
 
 
