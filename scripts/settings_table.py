@@ -1,11 +1,14 @@
 """Print the README's table of environment variables from ``backend.config.Settings``.
 
-Usage: ``.venv/bin/python scripts/settings_table.py`` (tests/test_readme.py checks the README has them all).
+Usage: ``.venv/bin/python scripts/settings_table.py [--update README.md]`` (prints the table, or rewrites it
+between the README's ``settings-table`` markers). tests/test_readme.py checks the README lists them all.
 """
 
 from __future__ import annotations
 
+import re
 import sys
+from pathlib import Path
 
 from backend.config import Settings
 
@@ -22,10 +25,25 @@ def rows() -> list[tuple[str, str, str]]:
     return result
 
 
-def main() -> None:
+def table() -> str:
     lines = ["| variable | default | meaning |", "|---|---|---|"]
     lines += [f"| `{n}` | {d} | {m} |" for n, d, m in rows()]
-    sys.stdout.write("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def update(readme: Path) -> None:
+    text = readme.read_text()
+    pattern = re.compile(r"(<!-- settings-table[^\n]*-->\n).*?(<!-- /settings-table -->)", re.DOTALL)
+    if not pattern.search(text):
+        raise SystemExit(f"{readme} has no settings-table markers")
+    readme.write_text(pattern.sub(lambda m: m.group(1) + table() + m.group(2), text))
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--update"]:
+        update(Path(sys.argv[2] if len(sys.argv) > 2 else "README.md"))
+    else:
+        sys.stdout.write(table())
 
 
 if __name__ == "__main__":
