@@ -167,8 +167,10 @@ def all_commands() -> list[Command]:
     return commands
 
 
-def get_args_parser(commands: Sequence[Command], add_help: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="camtrap", description="Camtrap ML backend", add_help=add_help)
+def get_args_parser(
+    commands: Sequence[Command], add_help: bool = True, prog: str = "camtrap"
+) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Camtrap ML backend", add_help=add_help)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in commands:
         sub = subparsers.add_parser(command.name, help=command.help, description=command.help)
@@ -177,15 +179,20 @@ def get_args_parser(commands: Sequence[Command], add_help: bool = True) -> argpa
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``camtrap`` console script."""
+def run_commands(commands: Sequence[Command], argv: Sequence[str] | None = None, prog: str = "camtrap") -> int:
+    """Parse ``argv`` against ``commands`` and run the chosen one (help and exit code 2 when none)."""
     logging.basicConfig(level=get_settings().log_level.upper(), format=LOG_FORMAT)
-    parser = get_args_parser(all_commands())
+    parser = get_args_parser(commands, prog=prog)
     args = parser.parse_args(argv)
     if getattr(args, "run", None) is None:
         parser.print_help(sys.stderr)
         return 2
     return int(args.run(args) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``camtrap`` console script."""
+    return run_commands(all_commands(), argv)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 
 import redis
 
-from backend.cli import LOG_FORMAT, Command
+from backend import cli
+from backend.cli import Command
 from backend.config import get_settings
 
 logger = logging.getLogger(__name__)
@@ -106,20 +107,12 @@ COMMANDS = [
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     """``python -m trainer``'s parser: the same subcommands as ``camtrap``."""
-    parser = argparse.ArgumentParser(prog="python -m trainer", add_help=add_help)
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for command in COMMANDS:
-        sub = subparsers.add_parser(command.name, help=command.help, description=command.help)
-        command.add_arguments(sub)
-        sub.set_defaults(run=command.run)
-    return parser
+    return cli.get_args_parser(COMMANDS, add_help=add_help, prog="python -m trainer")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m trainer {train,worker} ...``."""
-    logging.basicConfig(level=get_settings().log_level.upper(), format=LOG_FORMAT)
-    args = get_args_parser().parse_args(argv)
-    return int(args.run(args) or 0)
+    return cli.run_commands(COMMANDS, argv, prog="python -m trainer")
 
 
 def _redis_or_none(url: str) -> redis.Redis | None:

@@ -57,8 +57,15 @@ async def promote_model(
 @router.get("/versions")
 async def read_versions(request: Request, settings: SettingsDep,
                         project: Annotated[str | None, Query()] = None) -> dict[str, Any]:
-    """``model_version`` strings of a project's bundles, current first (LS sends a GET with a JSON body)."""
-    project = project or await _body_project(request)
+    """``model_version`` strings of a project's bundles, current first (LS sends a GET with a JSON body).
+
+    Label Studio 1.23.2 names no project at all; then ``DEFAULT_PROJECT`` is used, or the only
+    project that has models.
+    """
+    project = project or await _body_project(request) or settings.default_project
+    if project is None:
+        trained = registry.projects(settings.models_dir)
+        project = trained[0] if len(trained) == 1 else None
     detector = registry.detector_id(settings.detector_model)
     if project is None:
         return {"versions": [registry.model_version(detector, None)]}

@@ -93,7 +93,7 @@ def test_promote_refuses_what_is_not_a_bundle(http, bundles, app_settings, versi
     [
         pytest.param("json-body", "md_tiny_md_v5+p21-a2", id="label-studio-get-with-body"),
         pytest.param("query", "md_tiny_md_v5+p21-a2", id="query-parameter"),
-        pytest.param("nothing", "md_tiny_md_v5+none", id="no-project"),
+        pytest.param("nothing", "md_tiny_md_v5+p21-a2", id="no-project-the-only-trained-one"),
     ],
 )
 def test_versions_lists_model_versions_current_first(http, bundles, how, expected_first):
@@ -106,8 +106,7 @@ def test_versions_lists_model_versions_current_first(http, bundles, how, expecte
         response = http.get("/versions")
     versions = response.json()["versions"]
     assert versions[0] == expected_first
-    if how != "nothing":
-        assert sorted(versions) == sorted([f"md_tiny_md_v5+{v}" for v in bundles] + ["md_tiny_md_v5+none"])
+    assert sorted(versions) == sorted([f"md_tiny_md_v5+{v}" for v in bundles] + ["md_tiny_md_v5+none"])
 
 
 def test_model_routes_require_basic_auth(app_url, bundles):
