@@ -72,14 +72,18 @@ def set_current(
 ) -> None:
     """Point the project at ``version`` (promotion or rollback) and announce it.
 
+    ``version`` ``"none"`` (:data:`NO_CLASSIFIER`) rolls back to the detector alone.
+
     Raises:
         BundleError: ``version`` is not a complete bundle of this project.
     """
-    read_manifest(bundle_dir(models_dir, project, version))
-    write_current(models_dir, project, version)
-    logger.info("project %s now serves classifier %s", project, version)
+    served: str | None = None if version == NO_CLASSIFIER else version
+    if served is not None:
+        read_manifest(bundle_dir(models_dir, project, served))
+    write_current(models_dir, project, served)
+    logger.info("project %s now serves classifier %s", project, served or NO_CLASSIFIER)
     if connection is not None:
-        announce(connection, keys, project, version)
+        announce(connection, keys, project, served)
 
 
 def announce(connection: redis.Redis, keys: RedisKeys, project: str, version: str | None) -> None:

@@ -64,3 +64,13 @@ def test_set_current_refuses_unknown_version_and_keeps_pointer(tmp_path: Path) -
 def test_announce_survives_redis_down(tmp_path: Path) -> None:
     dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.1)
     registry.announce(dead, RedisKeys(), "3", "v1")  # logs, does not raise
+
+
+def test_set_current_none_rolls_back_to_the_detector_alone(tmp_path: Path, redis_client: redis.Redis) -> None:
+    staging, manifest = _staged(tmp_path)
+    commit_bundle(staging, tmp_path, manifest)
+    keys = RedisKeys()
+    registry.set_current(tmp_path, "3", manifest.version, redis_client, keys)
+    registry.set_current(tmp_path, "3", registry.NO_CLASSIFIER, redis_client, keys)
+    assert registry.read_current(tmp_path, "3") is None
+    assert redis_client.get(keys.current("3")) == b""

@@ -16,9 +16,9 @@ from fastapi.concurrency import run_in_threadpool
 from backend.deps import RuntimeDep, SettingsDep, require_ls_auth
 from backend.errors import LabelConfigError
 from backend.labels import parse_label_config
+from backend.project_setup import parse_extra_params
 from backend.projects import project_id
 from backend.results import empty_prediction
-from backend.runtime import parse_extra_params
 from backend.schemas import HealthResponse, PredictRequest, PredictResponse, SetupRequest, SetupResponse
 
 logger = logging.getLogger(__name__)

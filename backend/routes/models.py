@@ -40,7 +40,12 @@ async def read_models(settings: SettingsDep, project: Annotated[str | None, Quer
 async def promote_model(
     version: Version, settings: SettingsDep, connection: RedisDep, project: Annotated[str | None, Query()] = None
 ) -> dict[str, Any]:
-    """Serve ``version`` (rollback or roll forward): move the pointer and announce it to every backend."""
+    """Serve ``version`` (rollback or roll forward): move the pointer and announce it to every backend.
+
+    ``none`` (with ``?project=``) rolls back to the detector alone.
+    """
+    if version == registry.NO_CLASSIFIER and project is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "rolling back to 'none' needs ?project=<id>")
     owner = _project(project) if project is not None else _owner(settings.models_dir, version)
     previous = registry.read_current(settings.models_dir, owner)
     try:
@@ -50,8 +55,9 @@ async def promote_model(
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     logger.info("project %s: %s promoted by hand (was %s)", owner, version, previous)
     detector = registry.detector_id(settings.detector_model)
-    return {"project": owner, "current": version, "previous": previous,
-            "model_version": registry.model_version(detector, version)}
+    current = None if version == registry.NO_CLASSIFIER else version
+    return {"project": owner, "current": current, "previous": previous,
+            "model_version": registry.model_version(detector, current)}
 
 
 @router.get("/versions")
@@ -119,7 +125,7 @@ def _project(value: str) -> str:
     try:
         return project_id(value)
     except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from exc
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
 
 
 async def _body_project(request: Request) -> str | None:

@@ -58,7 +58,7 @@ async def start_training(connection: RedisDep, settings: SettingsDep,
     try:
         project = project_id((payload or {}).get("project"))
     except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"{exc}: send {{\"project\": <id>}}") from exc
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{exc}: send {{\"project\": <id>}}") from exc
     try:
         enqueued = await run_in_threadpool(enqueue_training, connection, settings, project, trigger="POST /train")
     except redis.RedisError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from backend.redis_keys import RedisKeys
 from tests.learning.conftest import BASIC
 from trainer.publish import BundleFiles, publish
 
+ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "21"
 KEYS = RedisKeys()
 
@@ -113,3 +115,30 @@ def test_model_routes_require_basic_auth(app_url, bundles):
     assert httpx.get(f"{app_url}/models").status_code == 401
     assert httpx.post(f"{app_url}/models/p21-a1/promote").status_code == 401
     assert httpx.get(f"{app_url}/versions").status_code == 401
+
+
+def test_promote_none_rolls_back_to_the_detector_alone_in_every_answer(http, bundles, app_settings, own_redis):
+    setup = {"project": f"{PROJECT}.1714557000", "schema": (ROOT / "label_config.xml").read_text()}
+    assert http.post("/setup", json=setup).json()["model_version"] == "md_tiny_md_v5+p21-a2"
+    store = redis.Redis.from_url(own_redis.url)
+    pubsub = store.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(KEYS.models_channel)
+
+    answer = http.post("/models/none/promote", params={"project": PROJECT}).json()
+
+    assert answer == {"project": PROJECT, "current": None, "previous": "p21-a2", "model_version": "md_tiny_md_v5+none"}
+    assert registry.read_current(app_settings.models_dir, PROJECT) is None
+    message = None
+    deadline = time.monotonic() + 5
+    while message is None and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.2)
+    assert json.loads(message["data"]) == {"project": PROJECT, "version": None}
+    deadline = time.monotonic() + 10
+    while (version := http.post("/setup", json=setup).json()["model_version"]) != "md_tiny_md_v5+none":
+        assert time.monotonic() < deadline, f"/setup still reports {version} after the rollback to none"
+        time.sleep(0.2)
+
+
+def test_promote_none_needs_the_project(http, bundles):
+    response = http.post("/models/none/promote")
+    assert response.status_code == 422 and "?project=" in response.json()["detail"]
