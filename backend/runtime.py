@@ -6,21 +6,22 @@ loaded from it. A request reads its project's slot once and uses it to the end, 
 mixes two models in one answer and the ``model_version`` it stamps is the classifier it used.
 
 Slots are replaced, never mutated: on first use of a project, on :meth:`Runtime.refresh`, and by the
-watcher thread, which listens on the Redis models channel and re-reads every known project's pointer
-every ``MODEL_POLL_INTERVAL_S`` (so a promotion is picked up even while Redis is down). Loading happens
-on the watcher thread (or the first request's worker thread), never on the event loop.
+watcher thread (:class:`~backend.model_watcher.ModelWatcher`), which listens on the Redis models channel
+and re-reads every known project's pointer every ``MODEL_POLL_INTERVAL_S`` (so a promotion is picked up
+even while Redis is down). Loading happens on the watcher thread (or the first request's worker thread),
+never on the event loop. Project set-ups and thresholds are kept by
+:class:`~backend.project_setup.ProjectSetups`; the runtime delegates to it.
 
 All methods are blocking; routes call them through a thread pool.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import redis
 import torch
@@ -36,14 +37,13 @@ from backend.images import decode_image
 from backend.labels import LabelMapping, parse_label_config
 from backend.ls_client import LabelStudioClient
 from backend.metrics import Metrics
+from backend.model_watcher import ModelWatcher
 from backend.preprocess import crop_square
+from backend.project_setup import ProjectSetup, ProjectSetups
 from backend.redis_keys import RedisKeys
 from backend.results import Box, Thresholds, empty_prediction, is_animal, ls_prediction
 
 logger = logging.getLogger(__name__)
-
-#: ``extra_params`` keys that override a threshold for one project.
-THRESHOLD_KEYS = ("detection_threshold", "classify_threshold", "show_threshold", "species_threshold")
 
 
 @dataclass(frozen=True)
@@ -59,16 +59,6 @@ class ClassifierSlot:
 
 
 NO_CLASSIFIER = ClassifierSlot()
-
-
-@dataclass(frozen=True)
-class ProjectSetup:
-    """What ``/setup`` last told us about a project."""
-
-    schema: str | None = None
-    extra_params: dict = field(default_factory=dict)
-    hostname: str | None = None
-    access_token: str | None = None
 
 
 @dataclass
@@ -109,13 +99,12 @@ class Runtime:
         self.keys = RedisKeys(settings.redis_prefix)
         self._transport = transport
         self._slots: dict[str, ClassifierSlot] = {}
-        self._setups: dict[str, ProjectSetup] = {}
+        self._setups = ProjectSetups(settings, redis_client, self.keys)
         self._clients: dict[tuple[str | None, str | None], LabelStudioClient] = {}
         self._load_lock = threading.Lock()
         self._clients_lock = threading.Lock()
         self._fetcher = ThreadPoolExecutor(max(1, settings.download_concurrency), thread_name_prefix="image-fetch")
-        self._stop = threading.Event()
-        self._watcher: threading.Thread | None = None
+        self._watcher = ModelWatcher(settings, self.keys, self.refresh, self.loaded_projects)
         self.device = _classifier_device(settings.detector_device)
 
     # --- versions and classifiers ------------------------------------------------------------
@@ -196,64 +185,15 @@ class Runtime:
         self, project: str, schema: str | None, extra_params: dict, hostname: str | None, access_token: str | None
     ) -> ProjectSetup:
         """Keep what /setup sent, in memory and (best effort) in the Redis set-up hash."""
-        setup = ProjectSetup(schema, extra_params, hostname, access_token)
-        self._setups[project] = setup
-        if self.redis is not None:
-            try:
-                self.redis.hset(
-                    self.keys.setup(project),
-                    mapping={
-                        "schema": schema or "",
-                        "extra_params": json.dumps(extra_params),
-                        "hostname": hostname or "",
-                    },
-                )
-            except redis.RedisError as exc:
-                logger.warning("could not store the set-up of project %s in Redis: %s", project, exc)
-        return setup
+        return self._setups.remember(project, schema, extra_params, hostname, access_token)
 
     def project_setup(self, project: str | None) -> ProjectSetup:
         """The project's last set-up: from memory, else from the Redis hash (another process saw /setup)."""
-        if project is None:
-            return ProjectSetup()
-        setup = self._setups.get(project)
-        if setup is not None or self.redis is None:
-            return setup or ProjectSetup()
-        try:
-            stored = self.redis.hgetall(self.keys.setup(project))
-        except redis.RedisError as exc:
-            logger.warning("could not read the set-up of project %s from Redis: %s", project, exc)
-            return ProjectSetup()
-        decoded = {k.decode(): v.decode() for k, v in stored.items()}
-        setup = ProjectSetup(
-            decoded.get("schema") or None,
-            parse_extra_params(decoded.get("extra_params")),
-            decoded.get("hostname") or None,
-        )
-        self._setups[project] = setup
-        return setup
+        return self._setups.get(project)
 
     def thresholds(self, project: str | None) -> Thresholds:
         """Thresholds of a project: ``extra_params`` win over the environment."""
-        s = self.settings
-        values = {
-            "detection": s.detection_threshold,
-            "classify": s.classify_threshold,
-            "show": s.show_threshold,
-            "species": s.species_threshold,
-        }
-        extra = self.project_setup(project).extra_params
-        for key in THRESHOLD_KEYS:
-            if key in extra:
-                try:
-                    value = float(extra[key])
-                except (TypeError, ValueError):
-                    value = -1.0
-                if 0.0 <= value <= 1.0:
-                    values[key.removesuffix("_threshold")] = value
-                else:
-                    logger.warning("project %s: ignoring extra_params %s=%r (need 0..1)", project, key, extra[key])
-        return Thresholds(**values)
+        return self._setups.thresholds(project)
 
     def ls_client(self, setup: ProjectSetup) -> LabelStudioClient:
         """A shared client for LABEL_STUDIO_URL (else /setup's hostname), with /setup's token as fallback."""
@@ -401,100 +341,16 @@ class Runtime:
 
     def start_watcher(self) -> None:
         """Start the thread that swaps classifiers on announcements and pointer changes."""
-        if self._watcher is None:
-            self._stop.clear()
-            self._watcher = threading.Thread(target=self._watch, name="model-watcher", daemon=True)
-            self._watcher.start()
+        self._watcher.start()
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop the watcher, the download threads and the Label Studio clients."""
-        self._stop.set()
-        if self._watcher is not None:
-            self._watcher.join(timeout_s)
-            self._watcher = None
+        self._watcher.stop(timeout_s)
         self._fetcher.shutdown(wait=False, cancel_futures=True)
         with self._clients_lock:
             for client in self._clients.values():
                 client.close()
             self._clients.clear()
-
-    def _watch(self) -> None:
-        interval = self.settings.model_poll_interval_s
-        next_poll = time.monotonic() + interval
-        pubsub = None
-        retry_at = 0.0
-        while not self._stop.is_set():
-            if pubsub is None and time.monotonic() >= retry_at:
-                pubsub = self._subscribe()
-                retry_at = time.monotonic() + interval
-            wait = min(max(0.05, next_poll - time.monotonic()), 1.0)
-            if pubsub is not None:
-                try:
-                    message = pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
-                except (redis.RedisError, OSError) as exc:
-                    logger.warning("lost the models channel (%s); polling model pointers instead", exc)
-                    _close_quietly(pubsub)
-                    pubsub = None
-                    message = None
-                if message is not None:
-                    self._on_announcement(message.get("data"))
-            else:
-                self._stop.wait(wait)
-            if time.monotonic() >= next_poll:
-                self._poll_pointers()
-                next_poll = time.monotonic() + interval
-        if pubsub is not None:
-            _close_quietly(pubsub)
-
-    def _subscribe(self) -> object | None:
-        try:
-            client = redis.Redis.from_url(
-                self.settings.effective_redis_url,
-                socket_connect_timeout=0.5,
-                socket_keepalive=True,
-                health_check_interval=30,
-            )
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(self.keys.models_channel)
-            return pubsub
-        except (redis.RedisError, OSError) as exc:
-            logger.warning("cannot subscribe to %s (%s); polling model pointers", self.keys.models_channel, exc)
-            return None
-
-    def _on_announcement(self, data: object) -> None:
-        try:
-            project = str(json.loads(data)["project"])
-        except (TypeError, ValueError, KeyError) as exc:
-            logger.warning("ignoring malformed model announcement %r: %s", data, exc)
-            return
-        if project in self._slots:
-            self._safe_refresh(project)
-
-    def _poll_pointers(self) -> None:
-        for project in list(self._slots):
-            self._safe_refresh(project)
-
-    def _safe_refresh(self, project: str) -> None:
-        try:
-            self.refresh(project)
-        except Exception:
-            logger.exception("refreshing the classifier of project %s failed", project)
-
-
-def parse_extra_params(value: object) -> dict:
-    """``extra_params`` as sent by Label Studio (a dict, a JSON string, ``k=v`` lines, or null) -> a dict."""
-    if value is None or value == "":
-        return {}
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, str):
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            pairs = [p.split("=", 1) for p in value.replace(",", "\n").splitlines() if "=" in p]
-            return {k.strip(): v.strip() for k, v in pairs}
-        return parsed if isinstance(parsed, dict) else {}
-    return {}
 
 
 def _task_image(task: dict, mapping: LabelMapping) -> str:
@@ -512,10 +368,3 @@ def _classifier_device(setting: str | None) -> str:
     if setting:
         return setting
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _close_quietly(pubsub: object) -> None:
-    try:
-        pubsub.close()
-    except (redis.RedisError, OSError):
-        pass
