@@ -25,16 +25,13 @@ from pathlib import Path
 
 import httpx
 
-from backend.bundle import BundleManifest, BundleStatus, Preprocessing
-from backend.classifier import build_network
-from backend.redis_keys import RedisKeys
 from backend.registry import write_current
+from tests.backend.bundles import write_bundle
 from tests.backend.fake_ls import serve_in_thread
 from tests.conftest import DEFAULT_IMAGES, MODEL_CACHE
 from tests.learning.services import RedisServer, free_port, service_env, start_backend, swap_times, wait_until
 from tests.model_factory import make_yolov5_checkpoint
 from tests.trainer.fake_label_studio import ena24_project, label_config
-from trainer.publish import BundleFiles, publish
 
 logger = logging.getLogger("bench.hot_swap")
 
@@ -62,18 +59,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def make_bundles(models_dir: Path, labels: list[str]) -> None:
+    """Two random-weight bundles (the tests' helper); the first one is served."""
     for version in (BEFORE, AFTER):
-        manifest = BundleManifest(
-            version=version,
-            project=PROJECT,
-            labels=labels,
-            backbone="mobilenet_v3_small",
-            preprocessing=Preprocessing(input_size=64),
-            status=BundleStatus.PROMOTED,
-            status_reason="benchmark",
-        )
-        state = build_network("mobilenet_v3_small", len(labels)).state_dict()
-        publish(models_dir, manifest, BundleFiles(state, {}, "# benchmark\n"), connection=None, keys=RedisKeys())
+        write_bundle(models_dir, PROJECT, version, favourite=labels[0], labels=labels)
     write_current(models_dir, PROJECT, BEFORE)
 
 
