@@ -38,7 +38,7 @@ ensure_venv() {
   if [ ! -x "$VENV/bin/python" ]; then
     log "creating virtualenv $VENV"
     "$PYTHON" -m venv "$VENV"
-    "$VENV/bin/pip" install -q --upgrade pip
+    "$VENV/bin/pip" install -q --upgrade pip 2> >(grep -v 'is neither a file nor a directory' >&2)
   fi
   log "installing camtrap-ml-backend${extra:+[$extra]} into $VENV (torch with CUDA: a few GB on first run)"
   # The machine's pip.conf may list local file:// indexes; their "is ignored" warnings are noise.
