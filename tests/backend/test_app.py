@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from urllib.error import URLError
 
 import pytest
@@ -14,11 +15,10 @@ from backend.detector import Detector
 from backend.errors import ConfigurationError
 
 
-def test_app_loads_detector_from_detector_model_at_startup(settings_factory: Callable[..., Settings]) -> None:
-    settings = settings_factory()  # DETECTOR_MODEL is unset here: use the tiny checkpoint
-    from tests.conftest import MODEL_CACHE
-
-    settings = settings.model_copy(update={"detector_model": str(MODEL_CACHE / "tiny_md_v5.pt")})
+def test_app_loads_detector_from_detector_model_at_startup(
+    settings_factory: Callable[..., Settings], tiny_detector_path: Path
+) -> None:
+    settings = settings_factory().model_copy(update={"detector_model": str(tiny_detector_path)})
     with TestClient(create_app(settings)) as client:
         assert client.get("/health").json()["model_version"] == "md_tiny_md_v5+none"
         assert client.app.state.runtime.detector.model_name == settings.detector_model
