@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from backend.bundle import Preprocessing
 from backend.classifier import build_network
+from backend.config import Settings
 from backend.images import decode_image
 from backend.preprocess import crop_square
 from tests.conftest import DEFAULT_IMAGES
@@ -111,7 +112,8 @@ def _sync(device: torch.device) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = TrainConfig(
+    config = TrainConfig.from_settings(
+        Settings(),
         backbone=args.backbone,
         input_size=args.input_size,
         batch_size=args.batch_size,

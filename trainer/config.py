@@ -21,29 +21,31 @@ CROP_STORE_FACTOR = 2
 class TrainConfig:
     """Hyper-parameters and data rules of one training run.
 
+    Defaults live in one place, the settings (``backend.config``); build it with :meth:`from_settings`.
+
     Usage::
 
         config = TrainConfig.from_settings(settings, epochs=3, backbone="mobilenet_v3_small")
     """
 
-    backbone: str = "efficientnet_b0"
-    input_size: int = 224
-    epochs: int = 30
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.05
-    patience: int = 5
+    backbone: str
+    input_size: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    patience: int
     """Epochs without validation macro-F1 improvement before early stopping."""
-    seed: int = 0
-    num_workers: int = 2
+    seed: int
+    num_workers: int
     """DataLoader worker processes (0: load in the training process)."""
-    val_fraction: float = 0.15
-    test_fraction: float = 0.2
-    min_examples_per_class: int = 5
-    other_label: str | None = None
-    location_fields: tuple[str, ...] = ("location", "site", "camera")
-    promotion_min_gain: float = 0.0
-    device: str | None = None
+    val_fraction: float
+    test_fraction: float
+    min_examples_per_class: int
+    other_label: str | None
+    location_fields: tuple[str, ...]
+    promotion_min_gain: float
+    device: str | None
     """``cuda``, ``cpu`` or None for CUDA when available."""
     imagenet_weights: bool = True
     """Start from ImageNet weights when they are in the local torch cache (never downloaded)."""

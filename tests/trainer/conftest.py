@@ -37,8 +37,8 @@ def one_torch_thread() -> Iterator[None]:
 @pytest.fixture
 def tiny_config() -> TrainConfig:
     """ResNet-18 at 32 px learns the synthetic colors in a few epochs on the CPU."""
-    return TrainConfig(
-        backbone="resnet18", input_size=32, epochs=4, batch_size=8, learning_rate=1e-3, patience=10, seed=0,
+    return TrainConfig.from_settings(
+        Settings(), backbone="resnet18", input_size=32, epochs=4, batch_size=8, learning_rate=1e-3, patience=10, seed=0,
         num_workers=0, val_fraction=0.2, test_fraction=0.25, min_examples_per_class=2, imagenet_weights=False,
     )
 
