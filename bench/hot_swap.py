@@ -29,8 +29,9 @@ from backend.registry import write_current
 from tests.backend.bundles import write_bundle
 from tests.backend.fake_ls import serve_in_thread
 from tests.conftest import DEFAULT_IMAGES, MODEL_CACHE
-from tests.learning.services import RedisServer, free_port, service_env, start_backend, swap_times, wait_until
+from tests.learning.services import RedisServer, service_env, start_backend, swap_times, wait_until
 from tests.model_factory import make_yolov5_checkpoint
+from tests.processes import free_port
 from tests.trainer.fake_label_studio import ena24_project, label_config
 
 logger = logging.getLogger("bench.hot_swap")

@@ -33,9 +33,10 @@ import torch
 
 from backend.cli import local_redis
 from backend.config import Settings
-from tests.backend.fake_ls import LEGACY_TOKEN, FakeLabelStudio, free_port, serve_in_thread
+from tests.backend.fake_ls import LEGACY_TOKEN, FakeLabelStudio, serve_in_thread
 from tests.conftest import DEFAULT_IMAGES, REPO_ROOT
 from tests.model_factory import MDV5A_ARCH, make_yolov5_checkpoint
+from tests.processes import free_port
 
 logger = logging.getLogger("bench.predict_throughput")
 

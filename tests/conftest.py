@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import pytest
 import redis
 
 from tests.model_factory import make_yolov5_checkpoint
+from tests.processes import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: The shared ENA24 photos; ``CAMTRAP_TEST_IMAGES`` points elsewhere.
@@ -47,12 +47,6 @@ def tiny_detector_path() -> Path:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of a real Redis for this test session.
@@ -67,7 +61,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server is not installed: run scripts/test.sh (it installs it) or set TEST_REDIS_URL")
-    port = _free_port()
+    port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +18,8 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, RedirectResponse
+
+from tests.processes import free_port
 
 LEGACY_TOKEN = "0123456789abcdef0123456789abcdef01234567"
 
@@ -112,12 +113,6 @@ class FakeLabelStudio:
             return {"id": project, "title": "fake"}
 
         return app
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager

@@ -15,8 +15,8 @@ import redis
 from backend import cli
 from backend.config import Settings, get_settings
 from backend.errors import ConfigurationError
-from tests.backend.fake_ls import free_port
 from tests.conftest import REPO_ROOT
+from tests.processes import free_port
 
 
 def test_main_without_command_prints_help(capsys: pytest.CaptureFixture) -> None:

@@ -249,7 +249,7 @@ def test_get_json_and_post_json_return_decoded_body(tmp_path: Path) -> None:
 
 
 def test_get_json_raises_label_studio_error_on_connection_failure(tmp_path: Path) -> None:
-    from tests.backend.fake_ls import free_port
+    from tests.processes import free_port
 
     settings = make_settings(tmp_path, label_studio_url=f"http://127.0.0.1:{free_port()}")
     with LabelStudioClient(settings) as client, pytest.raises(LabelStudioError, match="failed"):

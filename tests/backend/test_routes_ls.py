@@ -17,7 +17,8 @@ from backend.config import Settings
 from backend.detector import Detector
 from backend.redis_keys import RedisKeys
 from tests.backend.conftest import PHOTOS, running_app
-from tests.backend.fake_ls import FakeLabelStudio, free_port
+from tests.backend.fake_ls import FakeLabelStudio
+from tests.processes import free_port
 
 PROJECT = "3.1714557000"
 

@@ -18,7 +18,7 @@ from backend.redis_keys import RedisKeys
 from backend.runtime import Runtime
 from tests.backend.bundles import write_bundle
 from tests.backend.conftest import PHOTOS, make_settings, running_app
-from tests.backend.fake_ls import free_port
+from tests.processes import free_port
 
 PROJECT = "5"
 

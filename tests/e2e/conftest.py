@@ -1,7 +1,7 @@
 """Fixtures of the end-to-end suite: a real Label Studio, Redis, our backend and an RQ worker.
 
 Everything runs on 127.0.0.1 on free ports and is started and stopped by PID (each service in its
-own process group, see :mod:`tests.e2e.processes`), also when a test fails.
+own process group, see :mod:`tests.processes`), also when a test fails.
 
 - Label Studio 1.23 comes from ``scripts/install_label_studio.sh`` (its own venv under the cache
   dir, plus a once-migrated template database copied into each fresh data dir).
@@ -41,7 +41,7 @@ from rq import Worker
 
 from backend.config import Settings
 from tests.e2e import lsapi
-from tests.e2e.processes import ManagedProcess, free_port, wait_until
+from tests.processes import ManagedProcess, free_port, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = REPO_ROOT / "scripts" / "install_label_studio.sh"

@@ -34,7 +34,7 @@ import redis
 from backend.redis_keys import RedisKeys, training_job_id
 from tests.e2e import flows
 from tests.e2e.conftest import Stack
-from tests.e2e.processes import wait_until
+from tests.processes import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import httpx
 import redis
 from rq import Worker
 
+from tests.processes import ManagedProcess, free_port
 from tests.trainer.fake_label_studio import TOKEN
 
 T = TypeVar("T")
@@ -56,12 +56,6 @@ LOG_CONFIG = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_until(check: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.1) -> T:
     """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
@@ -84,39 +78,18 @@ def service_env(redis_url: str, data_dir: Path, detector: Path, ls_url: str, **e
     return env
 
 
-class Service:
-    """A child process in its own session, with its output in a log file."""
+class Service(ManagedProcess):
+    """A :class:`ManagedProcess` started at once from the repo root, which a test can also crash."""
 
     def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_path: Path) -> None:
-        self.name, self.argv, self.env, self.log_path = name, argv, dict(env), log_path
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(argv, env=self.env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
+        super().__init__(name, argv, env, REPO_ROOT, log_path)
+        self.start()
 
     def kill(self) -> None:
         """SIGKILL the leader only (a crash of that one process)."""
         if self.alive():
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self, grace_s: float = 10.0) -> None:
-        """SIGTERM the process group, then SIGKILL it if it lingers."""
-        if self.proc.poll() is None:
-            _signal_group(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                _signal_group(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(grace_s)
-        _signal_group(self.proc.pid, signal.SIGKILL)
+            os.kill(self.pid, signal.SIGKILL)
+        self._proc.wait(10)
 
     def log(self) -> str:
         try:
@@ -179,13 +152,6 @@ def start_backend(env: Mapping[str, str], log_path: Path, port: int, workers: in
     wait_until(lambda: service.log().count("Application startup complete") >= workers, 120,
                f"{workers} backend workers to start")
     return service
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 class RedisServer:

@@ -24,7 +24,8 @@ from backend.jobs import enqueue_training
 from backend.redis_keys import RedisKeys
 from tests.backend.fake_ls import serve_in_thread
 from tests.learning.conftest import ENA24_PROJECT
-from tests.learning.services import Service, free_port, start_backend, swap_times, wait_until
+from tests.learning.services import Service, start_backend, swap_times, wait_until
+from tests.processes import free_port
 from tests.trainer.fake_label_studio import FakeProject, ena24_project, label_config
 from trainer.publish import BundleFiles, publish
 

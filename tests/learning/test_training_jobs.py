@@ -20,7 +20,8 @@ from backend.bundle import list_bundles
 from backend.jobs import cancel_job, enqueue_training, job_info
 from backend.redis_keys import TRAINING_QUEUE
 from tests.learning.conftest import ENA24_PROJECT
-from tests.learning.services import free_port, service_env, start_rq_worker, wait_until
+from tests.learning.services import service_env, start_rq_worker, wait_until
+from tests.processes import free_port
 
 ENDED = ("finished", "failed", "stopped", "canceled")
 

@@ -1,6 +1,7 @@
-"""Child processes for the end-to-end suite: started in their own process group, stopped by PID.
+"""Child processes for the tests that run real services: started in their own process group, stopped by PID.
 
-Every service (Label Studio, our backend, the RQ worker) runs as a :class:`ManagedProcess`: a new
+Every service (Label Studio, our backend, the RQ worker, in tests/e2e and tests/learning) runs as a
+:class:`ManagedProcess`: a new
 session whose process-group id is the leader's PID, so stopping it signals the leader *and* what it
 forked (uvicorn's workers, RQ's work horse, Django's runserver) by that one PID, never by name.
 """
