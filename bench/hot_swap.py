@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from backend.registry import write_current
+from backend.contracts.registry import write_current
 from tests.backend.bundles import write_bundle
 from tests.backend.fake_ls import serve_in_thread
 from tests.conftest import DEFAULT_IMAGES, MODEL_CACHE

@@ -78,7 +78,7 @@ class RawDetector:
         from megadetector.visualization.visualization_utils import load_image
 
         started = time.perf_counter()
-        with torch.inference_mode():  # as backend.detector does; megadetector alone keeps autograd on
+        with torch.inference_mode():  # as backend.vision.detector does; megadetector alone keeps autograd on
             for start in range(0, len(photos), batch_size):
                 batch = photos[start : start + batch_size]
                 images = [load_image(str(p)) for p in batch]

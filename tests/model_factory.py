@@ -30,8 +30,12 @@ def _yolov5_models_module():
 
 
 def make_yolov5_checkpoint(
-    path: Path, cfg: str = TINY["cfg"], image_size: int = TINY["image_size"], objectness_bias: float = 3.2,
-    class_bias: float = 2.0, seed: int = 0,
+    path: Path,
+    cfg: str = TINY["cfg"],
+    image_size: int = TINY["image_size"],
+    objectness_bias: float = 3.2,
+    class_bias: float = 2.0,
+    seed: int = 0,
 ) -> Path:
     """Write a random-weight 3-class YOLOv5 checkpoint that megadetector's loader accepts.
 

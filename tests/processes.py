@@ -59,8 +59,13 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
-                self.argv, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                self.argv,
+                env=self.env,
+                cwd=self.cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         return self
 
@@ -156,7 +161,11 @@ def _listening_inodes(port: int) -> set[str]:
 
 
 def wait_until(
-    check: Callable[[], T | None], *, timeout: float, what: str, processes: Sequence[ManagedProcess] = (),
+    check: Callable[[], T | None],
+    *,
+    timeout: float,
+    what: str,
+    processes: Sequence[ManagedProcess] = (),
     interval: float = 0.25,
 ) -> T:
     """Call ``check`` until it returns something truthy, and return that.

@@ -33,8 +33,17 @@ ENV_EXAMPLE = REPO_ROOT / "docker" / "env.example"
 
 SETTINGS_ENV = {name.upper() for name in Settings.model_fields}
 #: Variables every backend and worker container must receive (the design's contract names).
-CONTRACT_ENV = {"LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "REDIS_URL", "DATA_DIR", "DETECTOR_MODEL",
-                "TRAIN_EVERY_N_ANNOTATIONS", "BASIC_AUTH_USER", "BASIC_AUTH_PASS", "WEBHOOK_SECRET"}
+CONTRACT_ENV = {
+    "LABEL_STUDIO_URL",
+    "LABEL_STUDIO_API_KEY",
+    "REDIS_URL",
+    "DATA_DIR",
+    "DETECTOR_MODEL",
+    "TRAIN_EVERY_N_ANNOTATIONS",
+    "BASIC_AUTH_USER",
+    "BASIC_AUTH_PASS",
+    "WEBHOOK_SECRET",
+}
 _VARIABLE = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?P<op>:?[-?])?(?P<arg>[^}]*)\}")
 
 
@@ -145,12 +154,20 @@ def test_commands_are_the_ones_the_e2e_suite_runs(compose: dict[str, Any]) -> No
     else:  # the CLI has not landed: the e2e suite runs uvicorn on the same factory
         assert services["backend"]["command"][0] == "camtrap"
     worker = worker_argv("redis://redis:6379/0", "name")
-    expected = ["rq", *worker[1:worker.index("--name")]]
+    expected = ["rq", *worker[1 : worker.index("--name")]]
     assert services["worker"]["command"] == expected, f"compose: {services['worker']['command']}, e2e: {expected}"
     assert services["worker"]["working_dir"] == "/app", "RQ imports jobs by dotted name from the code root"
     # The e2e services get the same variables (plus their tiny-training knobs).
-    e2e = service_env(redis_url="redis://x", data_dir=Path("/d"), ls_url="http://ls", api_key="k",
-                      detector=Path("/m.pt"), port=1, basic_auth=("u", "p"), webhook_secret="s")
+    e2e = service_env(
+        redis_url="redis://x",
+        data_dir=Path("/d"),
+        ls_url="http://ls",
+        api_key="k",
+        detector=Path("/m.pt"),
+        port=1,
+        basic_auth=("u", "p"),
+        webhook_secret="s",
+    )
     assert set(environment(services["worker"])) <= set(e2e), "compose sets worker variables the e2e suite lacks"
     assert set(SERVICE_ENV) - {"OMP_NUM_THREADS"} <= SETTINGS_ENV, "e2e knobs must be real settings"
 
@@ -219,6 +236,11 @@ def test_compose_cli_accepts_the_file(tmp_path: Path) -> None:
         pytest.skip("neither `docker compose` nor `docker-compose` is installed (apt-get install docker-compose)")
     env_file = tmp_path / ".env"
     env_file.write_text(ENV_EXAMPLE.read_text())
-    done = subprocess.run([*cli, "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config", "-q"],
-                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    done = subprocess.run(
+        [*cli, "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
     assert done.returncode == 0, f"{' '.join(cli)} config rejected docker-compose.yml:\n{done.stderr}"

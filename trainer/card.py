@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from backend.bundle import BundleManifest
+from backend.contracts.bundle import BundleManifest
 
 
 def render_card(manifest: BundleManifest, metrics: dict) -> str:
@@ -83,5 +83,6 @@ def _served_line(served: dict) -> str:
         return "none served"
     if served.get("macro_f1") is None:
         return f"{served['version']} not scored ({served.get('note', '')})"
-    return (f"{served['version']}: top-1 {served['top1']:.4f}, macro-F1 {served['macro_f1']:.4f} "
-            f"({served.get('note', '')})")
+    return (
+        f"{served['version']}: top-1 {served['top1']:.4f}, macro-F1 {served['macro_f1']:.4f} ({served.get('note', '')})"
+    )

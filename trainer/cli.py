@@ -1,9 +1,9 @@
 """Command line: ``camtrap train`` / ``camtrap worker``, also ``python -m trainer {train,worker}``.
 
 ``train`` runs the same typed function as the RQ job (``trainer.pipeline.run_training``) in this
-process, without a queue; ``worker`` starts the RQ worker. ``backend.cli`` picks up :data:`COMMANDS`;
-each command is an ``add_*_arguments(parser)`` + ``run_*(args)`` pair, as torchvision's reference
-scripts pair ``get_args_parser`` with ``main(args)``.
+process, without a queue; ``worker`` starts the RQ worker. ``backend.cli`` (the composition root)
+picks up :data:`COMMANDS`; each command is an ``add_*_arguments(parser)`` + ``run_*(args)`` pair,
+as torchvision's reference scripts pair ``get_args_parser`` with ``main(args)``.
 """
 
 from __future__ import annotations
@@ -17,18 +17,28 @@ from datetime import UTC, datetime
 
 import redis
 
-from backend import cli
-from backend.cli import Command
+from backend.commands import Command, run_commands
+from backend.commands import get_args_parser as build_parser
 from backend.config import get_settings
+from backend.contracts.redis_client import TOOL, connect
 
 logger = logging.getLogger(__name__)
 
 #: Option dest -> TrainConfig field, for the flags that override the settings.
 _OVERRIDES = {
-    "backbone": "backbone", "input_size": "input_size", "epochs": "epochs", "batch_size": "batch_size",
-    "lr": "learning_rate", "weight_decay": "weight_decay", "patience": "patience", "seed": "seed",
-    "workers": "num_workers", "min_examples": "min_examples_per_class", "other_label": "other_label",
-    "device": "device", "min_gain": "promotion_min_gain",
+    "backbone": "backbone",
+    "input_size": "input_size",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "lr": "learning_rate",
+    "weight_decay": "weight_decay",
+    "patience": "patience",
+    "seed": "seed",
+    "workers": "num_workers",
+    "min_examples": "min_examples_per_class",
+    "other_label": "other_label",
+    "device": "device",
+    "min_gain": "promotion_min_gain",
 }
 
 
@@ -42,8 +52,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="maximum epochs (default: TRAIN_EPOCHS, 30)")
     parser.add_argument("--batch-size", type=int, help="batch size (default: TRAIN_BATCH_SIZE, 32)")
     parser.add_argument("--lr", type=float, help="AdamW learning rate (default: TRAIN_LEARNING_RATE, 1e-3)")
-    parser.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float,
-                        help="AdamW weight decay (default: TRAIN_WEIGHT_DECAY, 0.05)")
+    parser.add_argument(
+        "--wd",
+        "--weight-decay",
+        dest="weight_decay",
+        type=float,
+        help="AdamW weight decay (default: TRAIN_WEIGHT_DECAY, 0.05)",
+    )
     parser.add_argument("--patience", type=int, help="early-stopping patience in epochs (default: TRAIN_PATIENCE, 5)")
     parser.add_argument("--seed", type=int, help="random seed (default: TRAIN_SEED, 0)")
     parser.add_argument("--workers", type=int, help="data loader processes (default: TRAIN_NUM_WORKERS, 2)")
@@ -52,9 +67,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-examples", type=int, help="per-species minimum (default: MIN_EXAMPLES_PER_CLASS, 5)")
     parser.add_argument("--other-label", help="merge rare species into this label (default: OTHER_LABEL, drop them)")
     parser.add_argument("--min-gain", type=float, help="promotion margin (default: PROMOTION_MIN_GAIN, 0.0)")
-    parser.add_argument("--no-redis", action="store_true",
-                        help="do not use Redis: no stored /setup data and no announcement; backends see the new "
-                             "pointer at their next periodic check (default: use REDIS_URL)")
+    parser.add_argument(
+        "--no-redis",
+        action="store_true",
+        help="do not use Redis: no stored /setup data and no announcement; backends see the new "
+        "pointer at their next periodic check (default: use REDIS_URL)",
+    )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -80,11 +98,19 @@ def run_train(args: argparse.Namespace) -> int:
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     from trainer.worker import DEFAULT_QUEUES, WorkerClass
 
-    parser.add_argument("queues", nargs="*", default=list(DEFAULT_QUEUES),
-                        help=f"queues, highest priority first (default: {' '.join(DEFAULT_QUEUES)})")
-    parser.add_argument("--worker-class", choices=[c.value for c in WorkerClass], default=WorkerClass.FORK.value,
-                        help="fork: a forked process per job; spawn: a fresh interpreter per job; simple: in this "
-                             "process (default: fork)")
+    parser.add_argument(
+        "queues",
+        nargs="*",
+        default=list(DEFAULT_QUEUES),
+        help=f"queues, highest priority first (default: {' '.join(DEFAULT_QUEUES)})",
+    )
+    parser.add_argument(
+        "--worker-class",
+        choices=[c.value for c in WorkerClass],
+        default=WorkerClass.FORK.value,
+        help="fork: a forked process per job; spawn: a fresh interpreter per job; simple: in this "
+        "process (default: fork)",
+    )
     parser.add_argument("--burst", action="store_true", help="quit when the queues are empty (default: run forever)")
     parser.add_argument("--name", help="worker name (default: generated by RQ)")
 
@@ -93,30 +119,39 @@ def run_worker_command(args: argparse.Namespace) -> int:
     """Run the RQ worker until stopped."""
     from trainer.worker import WorkerClass, run_worker
 
-    run_worker(get_settings(), queues=args.queues, worker_class=WorkerClass(args.worker_class), burst=args.burst,
-               name=args.name)
+    run_worker(
+        get_settings(),
+        queues=args.queues,
+        worker_class=WorkerClass(args.worker_class),
+        burst=args.burst,
+        name=args.name,
+    )
     return 0
 
 
 COMMANDS = [
     Command("train", "train a project's species classifier now, in this process", add_train_arguments, run_train),
-    Command("worker", "run the RQ worker for training and bulk pre-annotation jobs", add_worker_arguments,
-            run_worker_command),
+    Command(
+        "worker",
+        "run the RQ worker for training and bulk pre-annotation jobs",
+        add_worker_arguments,
+        run_worker_command,
+    ),
 ]
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     """``python -m trainer``'s parser: the same subcommands as ``camtrap``."""
-    return cli.get_args_parser(COMMANDS, add_help=add_help, prog="python -m trainer")
+    return build_parser(COMMANDS, add_help=add_help, prog="python -m trainer")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m trainer {train,worker} ...``."""
-    return cli.run_commands(COMMANDS, argv, prog="python -m trainer")
+    return run_commands(COMMANDS, argv, prog="python -m trainer")
 
 
 def _redis_or_none(url: str) -> redis.Redis | None:
-    connection = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    connection = connect(url, TOOL)
     try:
         connection.ping()
     except redis.RedisError as exc:

@@ -4,8 +4,8 @@ Two passes over the labelled tasks, each its own job stage:
 
 1. **downloading**: every task image is fetched through Label Studio (in parallel) into the shared
    image cache; a failed download is counted and the task skipped.
-2. **cropping**: each image is decoded (``backend.images.decode_image``) and each human box with a
-   species is cut with ``backend.preprocess.crop_square``, the function the backend uses at inference.
+2. **cropping**: each image is decoded (``backend.vision.decode.decode_image``) and each human box with a
+   species is cut with ``backend.vision.crop.crop_square``, the function the backend uses at inference.
    A task labelled only at image level gets the top MegaDetector animal box instead. A corrupt image
    is counted and skipped, never fatal.
 
@@ -28,8 +28,8 @@ from typing import TypeVar
 from PIL import Image
 
 from backend.errors import BackendError, ImageError
-from backend.images import decode_image
-from backend.preprocess import crop_square
+from backend.vision.crop import crop_square
+from backend.vision.decode import decode_image
 from trainer.export import LabeledTask
 
 logger = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ def _detector_box(
     if bbox is None:
         counts["image_level_no_detection"] += 1
         return []
-    return [(bbox, task.image_species, "detector")]
+    return [(bbox, task.image_species or "", "detector")]
 
 
 def _shrink(crop: Image.Image, max_side: int) -> Image.Image:

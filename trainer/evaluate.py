@@ -17,12 +17,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from backend.bundle import Preprocessing
-from backend.classifier import SpeciesClassifier, build_network
+from backend.contracts.bundle import Preprocessing
 from backend.errors import BundleError
+from backend.vision.classifier import SpeciesClassifier, build_network
+from backend.vision.device import resolve_device
 from trainer.config import TrainConfig
 from trainer.crops import Crop
-from trainer.train import amp_dtype, macro_f1, make_eval_loader, predict, resolve_device
+from trainer.train import amp_dtype, macro_f1, make_eval_loader, predict
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +60,12 @@ def score(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) -
     recall = np.divide(hits, support, out=np.zeros(n), where=support > 0)
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n), where=precision + recall > 0)
     per_class = {
-        labels[i]: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                    "support": int(support[i])}
+        labels[i]: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
         for i in range(n)
     }
     return Evaluation(
@@ -74,8 +79,11 @@ def score(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) -
 
 
 def evaluate_network(
-    state_dict: dict[str, torch.Tensor], crops: Sequence[Crop], labels: Sequence[str],
-    preprocessing: Preprocessing, config: TrainConfig,
+    state_dict: dict[str, torch.Tensor],
+    crops: Sequence[Crop],
+    labels: Sequence[str],
+    preprocessing: Preprocessing,
+    config: TrainConfig,
 ) -> Evaluation:
     """Score freshly trained weights on ``crops`` with the inference preprocessing."""
     device = resolve_device(config.device)
@@ -111,9 +119,13 @@ def evaluate_served(
         predicted += [index.get(p.label, UNKNOWN) for p in classifier.classify(images)]
     evaluation = score([index[c.label] for c in crops], predicted, labels)
     same = set(classifier.labels) == set(labels)
-    note = "same species list" if same else (
-        f"different species lists (served {len(classifier.labels)}, new {len(labels)}, shared {len(shared)}); "
-        "species the served model lacks count as misses"
+    note = (
+        "same species list"
+        if same
+        else (
+            f"different species lists (served {len(classifier.labels)}, new {len(labels)}, shared {len(shared)}); "
+            "species the served model lacks count as misses"
+        )
     )
     return evaluation, note
 

@@ -5,9 +5,8 @@ only) becomes a list of :class:`LabeledTask`: the image reference, the task's lo
 ``location_fields`` present in the task data) and either boxes with a species or an image-level species.
 
 Which annotation of a task is used: not cancelled (skips), ground truth first, then the most recently
-updated. Which results are species: a ``choices`` result whose ``id`` equals a rectangle's ``id`` is
-that box's species (a per-region Choices); any other ``choices`` result from a species control (a
-Choices with ``perRegion="true"`` or whose name contains "species") is an image-level species.
+updated. Which controls hold the species is decided by the one labeling-config reader,
+``backend.labelstudio.label_config.read_label_config``, that serving uses too (see :func:`parse_result`).
 """
 
 from __future__ import annotations
@@ -20,17 +19,16 @@ from typing import Any, Protocol
 
 import httpx
 
-from backend.errors import BackendError
+from backend.errors import BackendError, LabelConfigError
+from backend.labelstudio.label_config import LabelMapping, read_label_config
+from backend.vision.categories import ANIMAL_CATEGORY
 from trainer.errors import ExportError
 
 logger = logging.getLogger(__name__)
 
-#: Data key of the image when the label config names none.
-DEFAULT_IMAGE_KEY = "image"
-
 
 class JSONClient(Protocol):
-    """What the export needs from ``backend.ls_client.LabelStudioClient``."""
+    """What the export needs from ``backend.labelstudio.client.LabelStudioClient``."""
 
     def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any: ...
 
@@ -73,14 +71,6 @@ class ExportedProject:
         }
 
 
-@dataclass(frozen=True)
-class LabelConfigInfo:
-    """What the export reads from the labeling config."""
-
-    image_key: str = DEFAULT_IMAGE_KEY
-    species_controls: frozenset[str] = frozenset()
-
-
 def export_project(
     client: JSONClient, project: str, *, location_fields: Sequence[str], base_url: str, label_config: str | None = None
 ) -> ExportedProject:
@@ -107,10 +97,10 @@ def export_project(
     )
     if not isinstance(raw, list):
         raise ExportError(f"Label Studio at {base_url} answered the export of project {project} with a non-list body")
-    info = read_label_config(label_config)
+    mapping = _read_config(label_config)
     exported = ExportedProject(project=project, label_config=label_config, tasks=[])
     for task in raw:
-        labeled, reason = parse_task(task, info, location_fields)
+        labeled, reason = parse_task(task, mapping, location_fields)
         if labeled is None:
             exported.skipped[reason] += 1
         else:
@@ -130,43 +120,27 @@ def _call(client: JSONClient, path: str, params: dict[str, Any] | None, project:
         ) from exc
 
 
-def read_label_config(xml: str) -> LabelConfigInfo:
-    """The image data key and the species Choices controls of a labeling config (lenient)."""
-    if not xml.strip():
-        return LabelConfigInfo()
+def _read_config(xml: str) -> LabelMapping:
+    """The project's labeling config, or the defaults (image key ``image``) when it cannot be read."""
     try:
-        from label_studio_sdk.label_interface import LabelInterface
-
-        interface = LabelInterface(xml)
-    except Exception as exc:  # the SDK raises many types on bad XML; the export must go on
-        logger.warning("could not parse the label config (%s); using the default image key", exc)
-        return LabelConfigInfo()
-    image_key = DEFAULT_IMAGE_KEY
-    for obj in interface.objects:
-        if obj.tag.lower() == "image" and str(obj.value).startswith("$"):
-            image_key = str(obj.value)[1:]
-            break
-    species = {
-        control.name
-        for control in interface.controls
-        if control.tag.lower() == "choices"
-        and (str(control.attr.get("perRegion", "")).lower() == "true" or "species" in control.name.lower())
-    }
-    return LabelConfigInfo(image_key=image_key, species_controls=frozenset(species))
+        return read_label_config(xml)
+    except LabelConfigError as exc:
+        logger.warning("could not read the label config (%s); using the default image key", exc)
+        return LabelMapping()
 
 
 def parse_task(
-    task: dict[str, Any], info: LabelConfigInfo, location_fields: Sequence[str]
+    task: dict[str, Any], mapping: LabelMapping, location_fields: Sequence[str]
 ) -> tuple[LabeledTask | None, str]:
     """A task's labels, or None and the reason it gives no species."""
     data = task.get("data") or {}
-    image = data.get(info.image_key)
+    image = data.get(mapping.image_key)
     if not isinstance(image, str) or not image:
         return None, "no_image"
     annotation = choose_annotation(task.get("annotations") or [])
     if annotation is None:
         return None, "no_annotation"
-    boxes, image_species = parse_result(annotation.get("result") or [], info.species_controls)
+    boxes, image_species = parse_result(annotation.get("result") or [], mapping)
     if not boxes and image_species is None:
         return None, "no_species"
     location = next((str(data[k]).strip() for k in location_fields if str(data.get(k) or "").strip()), None)
@@ -181,16 +155,21 @@ def choose_annotation(annotations: Iterable[dict[str, Any]]) -> dict[str, Any] |
     return max(usable, key=lambda a: (bool(a.get("ground_truth")), str(a.get("updated_at") or ""), a.get("id") or 0))
 
 
-def parse_result(
-    results: Sequence[dict[str, Any]], species_controls: frozenset[str]
-) -> tuple[list[LabeledBox], str | None]:
-    """Boxes with their species, and the image-level species, from one annotation's results."""
-    rectangles: dict[str, tuple[float, float, float, float]] = {}
+def parse_result(results: Sequence[dict[str, Any]], mapping: LabelMapping) -> tuple[list[LabeledBox], str | None]:
+    """Boxes with their species, and the image-level species, from one annotation's results.
+
+    A region's species is a result of the per-region species control sharing the rectangle's ``id``;
+    a result of any other control (``sex``, ``age``...) never counts. The image-level species goes to
+    the rectangles without a species of their own whose label is MegaDetector's ``animal`` (person and
+    vehicle boxes are never species crops).
+    """
+    rectangles: dict[str, tuple[tuple[float, float, float, float], str | None]] = {}
     for item in results:
         if item.get("type") == "rectanglelabels" and item.get("id"):
             bbox = _normalized_box(item.get("value") or {})
             if bbox is not None:
-                rectangles[str(item["id"])] = bbox
+                labels = (item.get("value") or {}).get("rectanglelabels") or [None]
+                rectangles[str(item["id"])] = (bbox, labels[0])
     species_by_region: dict[str, str] = {}
     image_species = None
     for item in results:
@@ -198,14 +177,19 @@ def parse_result(
         if choice is None:
             continue
         region = str(item.get("id") or "")
-        if region in rectangles:
+        control = item.get("from_name")
+        if region in rectangles and control == mapping.species_from_name:
             species_by_region[region] = choice
-        elif item.get("from_name") in species_controls:
+        elif control == mapping.image_species_from_name:
             image_species = choice
-    boxes = [LabeledBox(bbox, species_by_region[r]) for r, bbox in rectangles.items() if r in species_by_region]
+    boxes = [LabeledBox(bbox, species_by_region[r]) for r, (bbox, _) in rectangles.items() if r in species_by_region]
     if image_species is not None:
-        # One photo, one species: unlabelled human boxes take the image-level species.
-        boxes += [LabeledBox(bbox, image_species) for r, bbox in rectangles.items() if r not in species_by_region]
+        animal = mapping.categories.get(ANIMAL_CATEGORY)
+        boxes += [
+            LabeledBox(bbox, image_species)
+            for r, (bbox, label) in rectangles.items()
+            if r not in species_by_region and (animal is None or label == animal)
+        ]
     return boxes, image_species
 
 

@@ -1,4 +1,4 @@
-"""RQ entry points. Arguments are JSON-able; ``backend.jobs`` enqueues them by dotted name.
+"""RQ entry points. Arguments are JSON-able; ``backend.service.jobs`` enqueues them by dotted name.
 
 ``trainer.jobs.train_project`` runs on queue ``training`` with job id ``train-<project>``; its progress
 is in ``job.meta`` (see ``trainer.progress``) and its result is ``TrainOutcome.to_dict()``. On failure
@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import redis
 from rq import get_current_job
 
 from backend.config import get_settings
-from backend.projects import project_id as parse_project_id
+from backend.contracts.projects import project_id as parse_project_id
+from backend.contracts.redis_client import TOOL, connect
 from trainer.config import TrainConfig
 from trainer.errors import TrainerError
 from trainer.pipeline import run_training
@@ -39,11 +39,17 @@ def train_project(project_id: str, options: dict[str, Any] | None = None) -> dic
     job = get_current_job()
     progress = Progress(job)
     project = parse_project_id(project_id)
-    connection = job.connection if job is not None else redis.Redis.from_url(settings.effective_redis_url)
+    connection = job.connection if job is not None else connect(settings.effective_redis_url, TOOL)
     try:
         config = TrainConfig.from_settings(settings, **(options or {}))
-        outcome = run_training(project, settings=settings, config=config, job_id=job.id if job else f"train-{project}",
-                               connection=connection, progress=progress)
+        outcome = run_training(
+            project,
+            settings=settings,
+            config=config,
+            job_id=job.id if job else f"train-{project}",
+            connection=connection,
+            progress=progress,
+        )
     except TrainerError as exc:
         progress.fail(str(exc))
         raise
@@ -69,10 +75,11 @@ def prelabel_tasks(project_id: str, tasks: list[dict[str, Any]]) -> dict[str, An
     settings = get_settings()
     job = get_current_job()
     progress = Progress(job)
-    connection = job.connection if job is not None else redis.Redis.from_url(settings.effective_redis_url)
+    connection = job.connection if job is not None else connect(settings.effective_redis_url, TOOL)
     try:
-        return prelabel(parse_project_id(project_id), tasks, settings=settings, connection=connection,
-                        progress=progress)
+        return prelabel(
+            parse_project_id(project_id), tasks, settings=settings, connection=connection, progress=progress
+        )
     except BaseException as exc:
         progress.fail(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         raise

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import redis
 
-from backend import registry
-from backend.bundle import BundleManifest, Preprocessing, bundle_dir, new_version
 from backend.config import Settings
-from backend.ls_client import LabelStudioClient
-from backend.redis_keys import RedisKeys
+from backend.contracts import registry
+from backend.contracts.bundle import BundleManifest, Preprocessing, bundle_dir, new_version
+from backend.contracts.keys import RedisKeys
+from backend.contracts.setup_record import SetupRecord
+from backend.labelstudio.client import LabelStudioClient
+from backend.vision.categories import ANIMAL_CATEGORY
 from trainer.card import render_card
 from trainer.config import TrainConfig
 from trainer.crops import Crop, CropSet, TopBox, build_crops, download_images
@@ -98,8 +100,13 @@ def run_training(
     test, served, note = _evaluate(fitted, split, config, settings, project, served_version, run_dir, progress)
 
     progress.stage(Stage.PUBLISHING)
-    decision = decide(test.macro_f1, served_version, served.macro_f1 if served else None,
-                      min_gain=config.promotion_min_gain, note=note)
+    decision = decide(
+        test.macro_f1,
+        served_version,
+        served.macro_f1 if served else None,
+        min_gain=config.promotion_min_gain,
+        note=note,
+    )
     metrics = _metrics(exported, crops, rare, split, fitted, test, served, served_version, note, decision, config)
     manifest = BundleManifest(
         version=new_version(project),
@@ -113,57 +120,88 @@ def run_training(
         status_reason=decision.reason,
         metrics=_headline(test, served),
     )
-    files = BundleFiles(fitted.state_dict, metrics, render_card(manifest, metrics),
-                        run_dir / "confusion_matrix.png", run_dir / "tensorboard")
+    files = BundleFiles(
+        fitted.state_dict,
+        metrics,
+        render_card(manifest, metrics),
+        run_dir / "confusion_matrix.png",
+        run_dir / "tensorboard",
+    )
     path = publish(settings.models_dir, manifest, files, connection=connection, keys=keys)
-    outcome = TrainOutcome(project, manifest.version, decision.status.value, decision.reason, test.top1,
-                           test.macro_f1, served_version, served.macro_f1 if served else None, str(path))
-    progress.stage(Stage.DONE, detail=f"{manifest.version} {decision.status.value}: {decision.reason}",
-                   result=outcome.to_dict())
+    outcome = TrainOutcome(
+        project,
+        manifest.version,
+        decision.status.value,
+        decision.reason,
+        test.top1,
+        test.macro_f1,
+        served_version,
+        served.macro_f1 if served else None,
+        str(path),
+    )
+    progress.stage(
+        Stage.DONE, detail=f"{manifest.version} {decision.status.value}: {decision.reason}", result=outcome.to_dict()
+    )
     shutil.rmtree(run_dir / "crops", ignore_errors=True)
     return outcome
 
 
 def make_client(settings: Settings, connection: redis.Redis | None, keys: RedisKeys, project: str) -> LabelStudioClient:
-    """A Label Studio client from the settings, falling back to the URL and token /setup stored for the project."""
-    stored: dict[str, str] = {}
+    """A Label Studio client from the settings, falling back to the URL the project's /setup stored."""
+    record = None
     if connection is not None:
         try:
-            raw = connection.hgetall(keys.setup(project))
-            stored = {_text(k): _text(v) for k, v in raw.items()}
+            record = SetupRecord.load(connection, keys, project)
         except redis.RedisError as exc:
             logger.warning("cannot read the stored /setup data of project %s: %s", project, exc)
-    return LabelStudioClient(
-        settings, url=settings.label_studio_url or stored.get("hostname") or None,
-        fallback_token=stored.get("access_token") or None,
-    )
+    return LabelStudioClient(settings, url=settings.label_studio_url or (record.hostname if record else None))
 
 
 def _export(project: str, client: LabelStudioClient, config: TrainConfig, progress: Progress) -> ExportedProject:
     progress.stage(Stage.EXPORTING, detail=f"reading project {project} from Label Studio at {client.base_url}")
-    exported = export_project(client, project, location_fields=config.location_fields,
-                              base_url=client.base_url or "(LABEL_STUDIO_URL unset)")
+    exported = export_project(
+        client, project, location_fields=config.location_fields, base_url=client.base_url or "(LABEL_STUDIO_URL unset)"
+    )
     progress.update(counts=exported.counts())
     return exported
 
 
 def _crops(
-    exported: ExportedProject, client: LabelStudioClient, settings: Settings, config: TrainConfig, run_dir: Path,
-    progress: Progress, top_box: TopBox | None,
+    exported: ExportedProject,
+    client: LabelStudioClient,
+    settings: Settings,
+    config: TrainConfig,
+    run_dir: Path,
+    progress: Progress,
+    top_box: TopBox | None,
 ) -> CropSet:
     tasks = exported.tasks
     progress.stage(Stage.DOWNLOADING, total=len(tasks), done=0)
-    ok = download_images(tasks, client.fetch_image, concurrency=settings.download_concurrency,
-                         on_progress=lambda done, total: progress.update(done=done, total=total))
+    ok = download_images(
+        tasks,
+        client.fetch_image,
+        concurrency=settings.download_concurrency,
+        on_progress=lambda done, total: progress.update(done=done, total=total),
+    )
     tasks = [t for t in tasks if t.task_id in ok]
-    progress.stage(Stage.CROPPING, total=len(tasks), done=0, counts={"downloaded": len(ok),
-                                                                      "download_failed": len(exported.tasks) - len(ok)})
+    progress.stage(
+        Stage.CROPPING,
+        total=len(tasks),
+        done=0,
+        counts={"downloaded": len(ok), "download_failed": len(exported.tasks) - len(ok)},
+    )
     if top_box is None and any(not t.boxes for t in tasks):
         top_box = detector_top_box(settings)
-    crops = build_crops(tasks, client.fetch_image, out_dir=run_dir / "crops", max_side=config.max_crop_side,
-                        max_pixels=settings.max_image_pixels, top_box=top_box,
-                        concurrency=settings.download_concurrency,
-                        on_progress=lambda done, total: progress.update(done=done, total=total))
+    crops = build_crops(
+        tasks,
+        client.fetch_image,
+        out_dir=run_dir / "crops",
+        max_side=config.max_crop_side,
+        max_pixels=settings.max_image_pixels,
+        top_box=top_box,
+        concurrency=settings.download_concurrency,
+        on_progress=lambda done, total: progress.update(done=done, total=total),
+    )
     crops.counts["download_failed"] = len(exported.tasks) - len(ok)
     progress.update(counts=dict(crops.counts))
     return crops
@@ -180,8 +218,9 @@ def _split(crops: CropSet, config: TrainConfig, progress: Progress) -> tuple[Spl
             "animals or lower MIN_EXAMPLES_PER_CLASS"
         )
     try:
-        split = split_crops(kept, val_fraction=config.val_fraction, test_fraction=config.test_fraction,
-                            seed=config.seed)
+        split = split_crops(
+            kept, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed
+        )
     except ValueError as exc:
         raise EmptyDatasetError(f"{exc}; label more photos") from exc
     if len(split.labels) < MIN_SPECIES:
@@ -198,17 +237,35 @@ def _train(split: SplitResult, config: TrainConfig, run_dir: Path, progress: Pro
         return [(c.path, index[c.label]) for c in split.splits[s]]
 
     def on_epoch(stats: EpochStats, epochs: int) -> None:
-        progress.update(epoch=stats.epoch, epochs=epochs, loss=round(stats.loss, 5),
-                        val_macro_f1=round(stats.val_macro_f1, 5), detail=f"epoch {stats.epoch}/{epochs}")
+        progress.update(
+            epoch=stats.epoch,
+            epochs=epochs,
+            loss=round(stats.loss, 5),
+            val_macro_f1=round(stats.val_macro_f1, 5),
+            detail=f"epoch {stats.epoch}/{epochs}",
+        )
 
-    return fit(samples(Split.TRAIN), samples(Split.VAL), num_classes=len(split.labels),
-               preprocessing=_preprocessing(config), config=config, run_dir=run_dir, on_epoch=on_epoch,
-               on_batch=progress.check_alive)
+    return fit(
+        samples(Split.TRAIN),
+        samples(Split.VAL),
+        num_classes=len(split.labels),
+        preprocessing=_preprocessing(config),
+        config=config,
+        run_dir=run_dir,
+        on_epoch=on_epoch,
+        on_batch=progress.check_alive,
+    )
 
 
 def _evaluate(
-    fitted: FitResult, split: SplitResult, config: TrainConfig, settings: Settings, project: str,
-    served_version: str | None, run_dir: Path, progress: Progress,
+    fitted: FitResult,
+    split: SplitResult,
+    config: TrainConfig,
+    settings: Settings,
+    project: str,
+    served_version: str | None,
+    run_dir: Path,
+    progress: Progress,
 ) -> tuple[Evaluation, Evaluation | None, str]:
     progress.stage(Stage.EVALUATING, served=served_version)
     test_crops: list[Crop] = split.splits[Split.TEST]
@@ -216,16 +273,16 @@ def _evaluate(
     plot_confusion(test, run_dir / "confusion_matrix.png", f"project {project}: test split ({test.count} crops)")
     served, note = None, "no model served"
     if served_version is not None:
-        served, note = evaluate_served(bundle_dir(settings.models_dir, project, served_version), test_crops,
-                                       split.labels, config.device)
+        served, note = evaluate_served(
+            bundle_dir(settings.models_dir, project, served_version), test_crops, split.labels, config.device
+        )
     progress.update(test_macro_f1=round(test.macro_f1, 5), served_macro_f1=served.macro_f1 if served else None)
     return test, served, note
 
 
 def detector_top_box(settings: Settings) -> TopBox:
     """Load DETECTOR_MODEL and return the finder of the top animal box (at or above CLASSIFY_THRESHOLD)."""
-    from backend.detector import Detector
-    from backend.labels import ANIMAL_CATEGORY
+    from backend.vision.detector import Detector
 
     detector = Detector.load(settings)
 
@@ -240,8 +297,17 @@ def detector_top_box(settings: Settings) -> TopBox:
 
 
 def _metrics(
-    exported: ExportedProject, crops: CropSet, rare: dict, split: SplitResult, fitted: FitResult, test: Evaluation,
-    served: Evaluation | None, served_version: str | None, note: str, decision: GateDecision, config: TrainConfig,
+    exported: ExportedProject,
+    crops: CropSet,
+    rare: dict,
+    split: SplitResult,
+    fitted: FitResult,
+    test: Evaluation,
+    served: Evaluation | None,
+    served_version: str | None,
+    note: str,
+    decision: GateDecision,
+    config: TrainConfig,
 ) -> dict:
     """The content of ``metrics.json``."""
     return {
@@ -279,7 +345,3 @@ def _fresh_dir(path: Path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     return path
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -1,4 +1,4 @@
-"""Train-time augmentation of square crops. Evaluation uses ``backend.preprocess.eval_transform`` only.
+"""Train-time augmentation of square crops. Evaluation uses ``backend.vision.crop.eval_transform`` only.
 
 Camera-trap crops vary in framing (box jitter), side (animals face both ways), exposure (day, dusk,
 IR flash) and sharpness (motion); the augmentations mirror that and nothing else: no vertical flips
@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from backend.bundle import Preprocessing
+from backend.contracts.bundle import Preprocessing
 
 
 def train_transform(

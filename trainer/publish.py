@@ -3,8 +3,8 @@
 Order of operations, each step safe to crash in:
 
 1. every file is written into ``models/<project>/.tmp-<job id>/`` (ignored by every reader);
-2. ``backend.bundle.commit_bundle`` renames it into place in one ``os.rename``;
-3. only then, and only if the gate promoted it, ``backend.registry.set_current`` replaces the pointer
+2. ``backend.contracts.bundle.commit_bundle`` renames it into place in one ``os.rename``;
+3. only then, and only if the gate promoted it, ``backend.contracts.promotion.set_current`` replaces the pointer
    and announces the version on the models channel (every backend process swaps).
 
 A failure in 1 or 2 removes the staging directory and leaves the pointer alone; a crash that skips
@@ -28,8 +28,8 @@ import redis
 import torch
 from safetensors.torch import save_file
 
-from backend import registry
-from backend.bundle import (
+from backend.contracts import promotion
+from backend.contracts.bundle import (
     CARD_FILE,
     CONFUSION_MATRIX_FILE,
     METRICS_FILE,
@@ -41,7 +41,7 @@ from backend.bundle import (
     staging_dir,
     write_manifest,
 )
-from backend.redis_keys import RedisKeys
+from backend.contracts.keys import RedisKeys
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,11 @@ class GateDecision:
 
 
 def decide(
-    new_macro_f1: float, served_version: str | None, served_macro_f1: float | None, *, min_gain: float,
+    new_macro_f1: float,
+    served_version: str | None,
+    served_macro_f1: float | None,
+    *,
+    min_gain: float,
     note: str = "",
 ) -> GateDecision:
     """Promote only a strictly better model (or the first one).
@@ -123,7 +127,7 @@ def publish(
         raise
     logger.info("bundle %s written (%s: %s)", manifest.version, manifest.status.value, manifest.status_reason)
     if manifest.status == BundleStatus.PROMOTED:
-        registry.set_current(models_dir, manifest.project, manifest.version, connection, keys)
+        promotion.set_current(models_dir, manifest.project, manifest.version, connection, keys)
     return final
 
 

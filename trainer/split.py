@@ -78,9 +78,7 @@ def apply_min_examples(
     return kept, {"dropped": dropped, "merged": merged}
 
 
-def split_crops(
-    crops: Sequence[Crop], *, val_fraction: float, test_fraction: float, seed: int
-) -> SplitResult:
+def split_crops(crops: Sequence[Crop], *, val_fraction: float, test_fraction: float, seed: int) -> SplitResult:
     """Deal whole groups to train / val / test (deterministic for a given seed).
 
     Raises:
@@ -102,12 +100,13 @@ def split_crops(
     unseen = Counter(c.label for s in (Split.VAL, Split.TEST) for c in splits[s] if c.label not in labels)
     for s in (Split.VAL, Split.TEST):
         splits[s] = [c for c in splits[s] if c.label in labels]
+    grouping = "location" if by_location else "image"
     report = {
-        "grouping": "location" if by_location else "image",
+        "grouping": grouping,
         "groups": {s.value: len(assignment[s]) for s in Split},
         "dropped_not_in_train": dict(sorted(unseen.items())),
     }
-    result = SplitResult(splits, labels, report["grouping"], report)
+    result = SplitResult(splits, labels, grouping, report)
     logger.info("split by %s: %s", result.grouping, result.counts())
     return result
 

@@ -2,7 +2,7 @@
 
 Reads in run order: data (dataset, sampler, loaders), ``train_one_epoch``, ``predict``, ``fit``.
 
-Recipe: the network comes from ``backend.classifier.build_network`` (so serving rebuilds the very same
+Recipe: the network comes from ``backend.vision.classifier.build_network`` (so serving rebuilds the very same
 module), ImageNet weights when they are in the local torch cache, inverse-frequency weighted sampling
 (rare species are seen as often as common ones), label smoothing 0.1, AdamW with a cosine schedule,
 AMP on CUDA (bfloat16 where supported, else float16 with a gradient scaler), early stopping on the
@@ -36,9 +36,10 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from backend.bundle import Preprocessing
-from backend.classifier import build_network
-from backend.preprocess import eval_transform
+from backend.contracts.bundle import Preprocessing
+from backend.vision.classifier import build_network
+from backend.vision.crop import eval_transform
+from backend.vision.device import resolve_device
 from trainer.config import TrainConfig
 from trainer.presets import train_transform
 
@@ -93,13 +94,6 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def resolve_device(name: str | None) -> torch.device:
-    """``name`` if given, else CUDA when available, else the CPU."""
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def amp_dtype(device: torch.device) -> torch.dtype | None:
     """Mixed precision on CUDA (bfloat16 when supported), none on the CPU."""
     if device.type != "cuda":
@@ -111,7 +105,7 @@ def make_sampler(targets: Sequence[int], generator: torch.Generator) -> Weighted
     """Draw each example with probability inversely proportional to its class frequency."""
     counts = Counter(targets)
     weights = torch.tensor([1.0 / counts[t] for t in targets], dtype=torch.double)
-    return WeightedRandomSampler(weights, num_samples=len(targets), replacement=True, generator=generator)
+    return WeightedRandomSampler(weights.tolist(), num_samples=len(targets), replacement=True, generator=generator)
 
 
 def _loader_options(config: TrainConfig, device: torch.device) -> dict:
@@ -124,7 +118,10 @@ def _loader_options(config: TrainConfig, device: torch.device) -> dict:
 
 
 def make_train_loader(
-    samples: Sequence[Sample], preprocessing: Preprocessing, config: TrainConfig, generator: torch.Generator,
+    samples: Sequence[Sample],
+    preprocessing: Preprocessing,
+    config: TrainConfig,
+    generator: torch.Generator,
     device: torch.device,
 ) -> DataLoader:
     """Augmented, class-balanced batches."""
@@ -140,15 +137,20 @@ def make_train_loader(
 def make_eval_loader(
     samples: Sequence[Sample], preprocessing: Preprocessing, config: TrainConfig, device: torch.device
 ) -> DataLoader:
-    """The inference preprocessing (``backend.preprocess.eval_transform``), in order."""
+    """The inference preprocessing (``backend.vision.crop.eval_transform``), in order."""
     return DataLoader(
         CropDataset(samples, eval_transform(preprocessing)), shuffle=False, **_loader_options(config, device)
     )
 
 
 def train_one_epoch(
-    model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
-    device: torch.device, scaler: torch.amp.GradScaler | None, dtype: torch.dtype | None,
+    model: nn.Module,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: DataLoader,
+    device: torch.device,
+    scaler: torch.amp.GradScaler | None,
+    dtype: torch.dtype | None,
     on_batch: Callable[[], None] | None = None,
 ) -> float:
     """One pass over the training loader; returns the mean loss."""
@@ -227,8 +229,15 @@ def fit(
     dtype = amp_dtype(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    logger.info("training %s on %s (%d train / %d val crops, %d classes, amp=%s)",
-                config.backbone, device, len(train), len(val), num_classes, dtype)
+    logger.info(
+        "training %s on %s (%d train / %d val crops, %d classes, amp=%s)",
+        config.backbone,
+        device,
+        len(train),
+        len(val),
+        num_classes,
+        dtype,
+    )
 
     train_loader = make_train_loader(train, preprocessing, config, generator, device)
     val_loader = make_eval_loader(val, preprocessing, config, device)
@@ -276,8 +285,15 @@ def _log_epoch(writer, stats: EpochStats, epochs: int) -> None:
     writer.add_scalar("train/loss", stats.loss, stats.epoch)
     writer.add_scalar("train/lr", stats.lr, stats.epoch)
     writer.add_scalar("val/macro_f1", stats.val_macro_f1, stats.epoch)
-    logger.info("epoch %d/%d: loss %.4f, val macro-F1 %.4f, lr %.2e, %.1f s",
-                stats.epoch, epochs, stats.loss, stats.val_macro_f1, stats.lr, stats.seconds)
+    logger.info(
+        "epoch %d/%d: loss %.4f, val macro-F1 %.4f, lr %.2e, %.1f s",
+        stats.epoch,
+        epochs,
+        stats.loss,
+        stats.val_macro_f1,
+        stats.lr,
+        stats.seconds,
+    )
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):

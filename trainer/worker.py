@@ -18,12 +18,12 @@ import logging
 from collections.abc import Sequence
 from enum import StrEnum
 
-import redis
 from rq import Queue
 from rq.worker import SimpleWorker, SpawnWorker, Worker
 
 from backend.config import Settings
-from backend.redis_keys import PRELABEL_QUEUE, TRAINING_QUEUE
+from backend.contracts.keys import PRELABEL_QUEUE, TRAINING_QUEUE
+from backend.contracts.redis_client import WORKER, connect
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def run_worker(
     Returns:
         Whether any job was executed (RQ's ``work()`` result).
     """
-    connection = redis.Redis.from_url(settings.effective_redis_url)
+    connection = connect(settings.effective_redis_url, WORKER)
     if preload:
         for module in PRELOAD:
             importlib.import_module(module)

@@ -7,8 +7,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from backend.bundle import WEIGHTS_FILE, BundleManifest, Preprocessing, commit_bundle, staging_dir, write_manifest
-from backend.classifier import build_network
+from backend.contracts.bundle import (
+    WEIGHTS_FILE,
+    BundleManifest,
+    Preprocessing,
+    commit_bundle,
+    staging_dir,
+    write_manifest,
+)
+from backend.vision.classifier import build_network
 
 ENA24_SPECIES = [
     "Virginia Opossum",

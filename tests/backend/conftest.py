@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from backend.app import create_app
 from backend.config import Settings
-from backend.detector import Detector
+from backend.service.app import create_app
+from backend.vision.detector import Detector
 from tests.backend.fake_ls import LEGACY_TOKEN, FakeLabelStudio, serve_in_thread
 from tests.conftest import REPO_ROOT
 

@@ -13,8 +13,10 @@ import pytest
 import redis
 
 from backend import cli
+from backend.commands import Command
 from backend.config import Settings, get_settings
 from backend.errors import ConfigurationError
+from backend.service import server
 from tests.conftest import REPO_ROOT
 from tests.processes import free_port
 
@@ -44,8 +46,8 @@ def test_registered_command_is_dispatched(monkeypatch: pytest.MonkeyPatch) -> No
     def add(parser) -> None:  # noqa: ANN001
         parser.add_argument("--flag", default="x")
 
-    extra = cli.Command("hello", "say hello", add, lambda args: seen.append(args.flag) or 3)
-    monkeypatch.setattr(cli, "COMMANDS", [*cli.COMMANDS, extra])
+    extra = Command("hello", "say hello", add, lambda args: seen.append(args.flag) or 3)
+    monkeypatch.setattr(server, "COMMANDS", [*server.COMMANDS, extra])
     assert cli.main(["hello", "--flag", "y"]) == 3
     assert seen == ["y"]
 
@@ -64,7 +66,7 @@ def test_serve_refuses_missing_detector_with_one_sentence(
 
 def test_local_redis_starts_and_stops_server(tmp_path: Path) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
-    with cli.local_redis(Settings(data_dir=tmp_path), url=url):
+    with server.local_redis(Settings(data_dir=tmp_path), url=url):
         assert redis.Redis.from_url(url).ping()
         assert (tmp_path / "redis").is_dir()
     with pytest.raises(redis.ConnectionError):
@@ -73,16 +75,16 @@ def test_local_redis_starts_and_stops_server(tmp_path: Path) -> None:
 
 def test_local_redis_is_not_started_when_redis_url_is_set(tmp_path: Path) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
-    with cli.local_redis(Settings(data_dir=tmp_path, redis_url="redis://example:6379/0"), url=url):
+    with server.local_redis(Settings(data_dir=tmp_path, redis_url="redis://example:6379/0"), url=url):
         with pytest.raises(redis.ConnectionError):
             redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
 
 
 def test_local_redis_says_how_to_install_when_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli.shutil, "which", lambda name: None)
+    monkeypatch.setattr(server.shutil, "which", lambda name: None)
     url = f"redis://127.0.0.1:{free_port()}/0"
     with pytest.raises(ConfigurationError, match="apt-get install redis-server"):
-        with cli.local_redis(Settings(data_dir=tmp_path), url=url):
+        with server.local_redis(Settings(data_dir=tmp_path), url=url):
             pass
 
 

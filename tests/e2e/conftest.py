@@ -162,7 +162,9 @@ def ls_install() -> LabelStudioInstall:
     values = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
     try:
         return LabelStudioInstall(
-            venv=Path(values["LS_VENV"]), bin=Path(values["LS_BIN"]), template_db=Path(values["LS_TEMPLATE_DB"]),
+            venv=Path(values["LS_VENV"]),
+            bin=Path(values["LS_BIN"]),
+            template_db=Path(values["LS_TEMPLATE_DB"]),
             version=values["LS_VERSION"],
         )
     except KeyError as exc:
@@ -240,8 +242,18 @@ def label_studio(ls_install: LabelStudioInstall, tmp_path_factory: pytest.TempPa
 # --- backend and worker ------------------------------------------------------------------------------
 
 
-def service_env(*, redis_url: str, data_dir: Path, ls_url: str, api_key: str, detector: Path, port: int,
-                basic_auth: tuple[str, str] | None, webhook_secret: str | None, workers: int = 2) -> dict[str, str]:
+def service_env(
+    *,
+    redis_url: str,
+    data_dir: Path,
+    ls_url: str,
+    api_key: str,
+    detector: Path,
+    port: int,
+    basic_auth: tuple[str, str] | None,
+    webhook_secret: str | None,
+    workers: int = 2,
+) -> dict[str, str]:
     """The environment of ``camtrap serve`` and of the worker: the variables docker-compose.yml sets."""
     settings_names = {name.upper() for name in Settings.model_fields}
     # Inherit the machine's environment, but none of our settings a developer's shell might carry.
@@ -270,8 +282,19 @@ def backend_argv(port: int, workers: int = 2) -> list[str]:
     camtrap = VENV_BIN / "camtrap"
     if camtrap.exists() and (REPO_ROOT / "backend" / "cli.py").is_file():
         return [str(camtrap), "serve"]
-    return [str(VENV_BIN / "python"), "-m", "uvicorn", "backend.app:create_app", "--factory",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    return [
+        str(VENV_BIN / "python"),
+        "-m",
+        "uvicorn",
+        "backend.service.app:create_app",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
 
 
 def worker_argv(redis_url: str, name: str) -> list[str]:
@@ -286,7 +309,12 @@ def stack_redis_url(server_url: str, db: int) -> str:
 
 @contextmanager
 def open_stack(
-    mode: AuthMode, *, install: LabelStudioInstall, redis_server_url: str, redis_db: int, detector: Path,
+    mode: AuthMode,
+    *,
+    install: LabelStudioInstall,
+    redis_server_url: str,
+    redis_db: int,
+    detector: Path,
     workdir: Path,
 ) -> Iterator[Stack]:
     """Start LS, obtain the API key for ``mode``, then the backend and the worker; stop all on exit."""
@@ -320,12 +348,22 @@ def open_stack(
         secret = WEBHOOK_SECRET if mode is AuthMode.PAT else None
         data_dir = workdir / "backend-data"
         workers = BACKEND_WORKERS[mode.value]
-        env = service_env(redis_url=redis_url, data_dir=data_dir, ls_url=ls.url, api_key=api_key, detector=detector,
-                          port=port, basic_auth=basic_auth, webhook_secret=secret, workers=workers)
+        env = service_env(
+            redis_url=redis_url,
+            data_dir=data_dir,
+            ls_url=ls.url,
+            api_key=api_key,
+            detector=detector,
+            port=port,
+            basic_auth=basic_auth,
+            webhook_secret=secret,
+            workers=workers,
+        )
         backend_proc = ManagedProcess("backend", backend_argv(port, workers), env, REPO_ROOT, workdir / "backend.log")
         worker_name = f"e2e-{mode.value}-{uuid.uuid4().hex[:8]}"
-        worker_proc = ManagedProcess("worker", worker_argv(redis_url, worker_name), env, REPO_ROOT,
-                                     workdir / "worker.log")
+        worker_proc = ManagedProcess(
+            "worker", worker_argv(redis_url, worker_name), env, REPO_ROOT, workdir / "worker.log"
+        )
         # Both import torch for a while: start them together, then wait for each.
         for proc in (backend_proc, worker_proc):
             proc.start()
@@ -336,34 +374,65 @@ def open_stack(
             ok = httpx.get(f"{backend.url}/health", auth=basic_auth, timeout=2).status_code == 200
             return ok and backend_proc.listens_on(port)
 
-        wait_until(backend_ready, timeout=BACKEND_START_TIMEOUT_S, what="the backend's /health",
-                   processes=[backend_proc, worker_proc])
-        wait_until(lambda: any(w.name == worker_name for w in Worker.all(connection=connection)),
-                   timeout=WORKER_START_TIMEOUT_S, what=f"RQ worker {worker_name} to register",
-                   processes=[worker_proc])
-        yield Stack(mode=mode, ls=ls, api=api, api_key=api_key, backend=backend, worker=worker_proc,
-                    redis_url=redis_url, processes=[ls.process, backend_proc, worker_proc])
+        wait_until(
+            backend_ready,
+            timeout=BACKEND_START_TIMEOUT_S,
+            what="the backend's /health",
+            processes=[backend_proc, worker_proc],
+        )
+        wait_until(
+            lambda: any(w.name == worker_name for w in Worker.all(connection=connection)),
+            timeout=WORKER_START_TIMEOUT_S,
+            what=f"RQ worker {worker_name} to register",
+            processes=[worker_proc],
+        )
+        yield Stack(
+            mode=mode,
+            ls=ls,
+            api=api,
+            api_key=api_key,
+            backend=backend,
+            worker=worker_proc,
+            redis_url=redis_url,
+            processes=[ls.process, backend_proc, worker_proc],
+        )
 
 
 @pytest.fixture(scope="session")
 def pat_stack(
-    ls_install: LabelStudioInstall, redis_server: str, tiny_detector_path: Path,
+    ls_install: LabelStudioInstall,
+    redis_server: str,
+    tiny_detector_path: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     """The stack with personal access tokens (LS's default): shared by the loop and the browser test."""
-    with open_stack(AuthMode.PAT, install=ls_install, redis_server_url=redis_server, redis_db=1,
-                    detector=tiny_detector_path, workdir=tmp_path_factory.mktemp("e2e-pat")) as stack:
+    with open_stack(
+        AuthMode.PAT,
+        install=ls_install,
+        redis_server_url=redis_server,
+        redis_db=1,
+        detector=tiny_detector_path,
+        workdir=tmp_path_factory.mktemp("e2e-pat"),
+    ) as stack:
         yield stack
 
 
 @pytest.fixture(scope="module")
 def legacy_stack(
-    ls_install: LabelStudioInstall, redis_server: str, tiny_detector_path: Path,
+    ls_install: LabelStudioInstall,
+    redis_server: str,
+    tiny_detector_path: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     """The stack with legacy tokens only."""
-    with open_stack(AuthMode.LEGACY, install=ls_install, redis_server_url=redis_server, redis_db=2,
-                    detector=tiny_detector_path, workdir=tmp_path_factory.mktemp("e2e-legacy")) as stack:
+    with open_stack(
+        AuthMode.LEGACY,
+        install=ls_install,
+        redis_server_url=redis_server,
+        redis_db=2,
+        detector=tiny_detector_path,
+        workdir=tmp_path_factory.mktemp("e2e-legacy"),
+    ) as stack:
         yield stack
 
 

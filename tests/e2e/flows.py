@@ -102,11 +102,16 @@ def annotation_result(photo: Photo, region_id: str) -> list[dict[str, Any]]:
     """What the editor saves when an annotator draws one box around the animal and picks its species."""
     width, height = photo.size
     geometry = {"x": 18.0, "y": 22.0, "width": 55.0, "height": 50.0, "rotation": 0}
-    common = {"id": region_id, "to_name": "image", "original_width": width, "original_height": height,
-              "image_rotation": 0, "origin": "manual"}
+    common = {
+        "id": region_id,
+        "to_name": "image",
+        "original_width": width,
+        "original_height": height,
+        "image_rotation": 0,
+        "origin": "manual",
+    }
     return [
-        {**common, "from_name": "box", "type": "rectanglelabels",
-         "value": {**geometry, "rectanglelabels": ["animal"]}},
+        {**common, "from_name": "box", "type": "rectanglelabels", "value": {**geometry, "rectanglelabels": ["animal"]}},
         {**common, "from_name": "species", "type": "choices", "value": {**geometry, "choices": [photo.species]}},
     ]
 

@@ -31,9 +31,7 @@ def check(response: httpx.Response, *expected: int) -> httpx.Response:
     ok = response.status_code in expected if expected else response.is_success
     if not ok:
         request = response.request
-        raise LabelStudioError(
-            f"{request.method} {request.url} -> HTTP {response.status_code}: {response.text[:2000]}"
-        )
+        raise LabelStudioError(f"{request.method} {request.url} -> HTTP {response.status_code}: {response.text[:2000]}")
     return response
 
 
@@ -50,8 +48,9 @@ class PersonalAccessTokenAuth(httpx.Auth):
     def access_token(self) -> str:
         with self._lock:
             if self._access is None or time.monotonic() - self._obtained > ACCESS_TOKEN_REFRESH_S:
-                response = check(httpx.post(f"{self.base_url}/api/token/refresh/", json={"refresh": self.refresh_token},
-                                            timeout=30))
+                response = check(
+                    httpx.post(f"{self.base_url}/api/token/refresh/", json={"refresh": self.refresh_token}, timeout=30)
+                )
                 self._access = response.json()["access"]
                 self._obtained = time.monotonic()
             return self._access
@@ -168,14 +167,19 @@ class LabelStudioAPI:
         """Data Manager -> select tasks -> Actions -> Retrieve Predictions (all tasks when ``task_ids`` is None)."""
         selected = {"all": True, "excluded": []} if task_ids is None else {"all": False, "included": task_ids}
         response = self.client.post(
-            "/api/dm/actions", params={"id": "retrieve_tasks_predictions", "project": project_id},
+            "/api/dm/actions",
+            params={"id": "retrieve_tasks_predictions", "project": project_id},
             json={"selectedItems": selected},
         )
         return check(response).json()
 
     # --- ML backends and webhooks -------------------------------------------------------------------
     def connect_ml_backend(
-        self, project_id: int, url: str, title: str, basic_auth: tuple[str, str] | None = None,
+        self,
+        project_id: int,
+        url: str,
+        title: str,
+        basic_auth: tuple[str, str] | None = None,
         extra_params: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Settings -> Model -> Connect Model. LS checks /health and /setup before it saves."""

@@ -30,8 +30,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 CHROMIUM = Path(os.environ.get("CAMTRAP_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 ]
 SCREENSHOT = REPO_ROOT / "docs" / "img" / "prelabels.png"
 #: Most regions the editor's region list is sure to render at this viewport size.
@@ -62,8 +67,9 @@ def test_prelabeled_task_shows_megadetector_regions(
     photo = next(p for p in flows.shared_photos(ena24_dir, ena24_labels) if p.species == PHOTO_SPECIES)
     project = flows.create_project(stack.api, "Browser check (animals only)", [photo], box_labels={"animal"})
     (task_id,) = project.photos
-    ml = stack.api.connect_ml_backend(project.id, stack.backend.url, "Camtrap MegaDetector",
-                                      basic_auth=stack.backend.basic_auth)
+    ml = stack.api.connect_ml_backend(
+        project.id, stack.backend.url, "Camtrap MegaDetector", basic_auth=stack.backend.basic_auth
+    )
     assert ml["state"] == "CO", f"LS did not connect the backend: {ml}"
     stack.api.retrieve_predictions(project.id, [task_id])
     (prediction,) = flows.predictions_by_task(stack.api, project.id)[task_id]

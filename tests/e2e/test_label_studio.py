@@ -88,4 +88,3 @@ def test_project_from_our_label_config_with_the_shared_photos(
         download = lsapi.check(client.get(image))
         assert download.content == photo.path.read_bytes(), f"{image} is not {photo.path.name}"
     assert httpx.get(f"{label_studio.url}{image}", timeout=10).status_code in (401, 403), "media served without auth"
-

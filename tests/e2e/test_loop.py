@@ -31,7 +31,7 @@ import httpx
 import pytest
 import redis
 
-from backend.redis_keys import RedisKeys, training_job_id
+from backend.contracts.keys import RedisKeys, training_job_id
 from tests.e2e import flows
 from tests.e2e.conftest import Stack
 from tests.processes import wait_until
@@ -79,8 +79,9 @@ def step1_create_project_and_connect(stack: Stack, photos: list[flows.Photo], ti
     """Project from label_config.xml, photos with locations, our backend connected (and its webhook secured)."""
     api = stack.api
     project = flows.create_project(api, title, photos)
-    ml = api.connect_ml_backend(project.id, stack.backend.url, "Camtrap MegaDetector",
-                                basic_auth=stack.backend.basic_auth)
+    ml = api.connect_ml_backend(
+        project.id, stack.backend.url, "Camtrap MegaDetector", basic_auth=stack.backend.basic_auth
+    )
     assert ml["state"] == "CO", f"step 1: LS did not connect the backend: {ml}"
     assert ml["model_version"].endswith("+none"), f"step 1: an untrained project should serve +none: {ml}"
     project.ml_backend = ml
@@ -129,15 +130,20 @@ def step3_annotate(stack: Stack, project: flows.CamtrapProject) -> set[int]:
     annotated = set(project.task_ids(species))
     for task_id in sorted(annotated):
         photo = project.photos[task_id]
-        api.create_annotation(task_id, flows.annotation_result(photo, f"box-{task_id}"),
-                              parent_prediction=predictions[task_id][0]["id"])
+        api.create_annotation(
+            task_id, flows.annotation_result(photo, f"box-{task_id}"), parent_prediction=predictions[task_id][0]["id"]
+        )
     tasks = {t["id"]: t for t in api.tasks(project.id)}
     labeled = {t for t, task in tasks.items() if task["total_annotations"] > 0}
     assert labeled == annotated, f"step 3: labeled tasks {sorted(labeled)}, expected {sorted(annotated)}"
     # Each submit reached /webhook (through the secret header in PAT mode) and was counted.
     key = RedisKeys().pending(str(project.id))
-    wait_until(lambda: int(_redis(stack).get(key) or 0) == len(annotated), timeout=10, processes=stack.processes,
-               what=f"the backend to count {len(annotated)} annotations from the webhook (deliveries lost?)")
+    wait_until(
+        lambda: int(_redis(stack).get(key) or 0) == len(annotated),
+        timeout=10,
+        processes=stack.processes,
+        what=f"the backend to count {len(annotated)} annotations from the webhook (deliveries lost?)",
+    )
     return annotated
 
 
@@ -198,8 +204,11 @@ def step6_auto_training(
     job_id = training_job_id(str(project.id))
     first_job = first["job"]
     # Settings -> Model -> edit: extra params; LS sends them to /setup when it saves.
-    ml = api.update_ml_backend(project.ml_backend, basic_auth=stack.backend.basic_auth,
-                               extra_params={"train_every_n_annotations": AUTO_TRAIN_N})
+    ml = api.update_ml_backend(
+        project.ml_backend,
+        basic_auth=stack.backend.basic_auth,
+        extra_params={"train_every_n_annotations": AUTO_TRAIN_N},
+    )
     assert ml["state"] == "CO", f"step 6: LS could not re-check the backend after the edit: {ml}"
     pending_key = RedisKeys().pending(str(project.id))
     assert int(_redis(stack).get(pending_key) or 0) == 0, "step 6: Start Training should have reset the counter"
@@ -213,8 +222,12 @@ def step6_auto_training(
             assert job["enqueued_at"] == first_job["enqueued_at"], (
                 f"step 6: a job started after {i} of {AUTO_TRAIN_N} annotations: {job}"
             )
-    wait_until(lambda: job_info(backend, job_id)["enqueued_at"] != first_job["enqueued_at"], timeout=30,
-               what=f"the {AUTO_TRAIN_N}th annotation to enqueue a training job", processes=stack.processes)
+    wait_until(
+        lambda: job_info(backend, job_id)["enqueued_at"] != first_job["enqueued_at"],
+        timeout=30,
+        what=f"the {AUTO_TRAIN_N}th annotation to enqueue a training job",
+        processes=stack.processes,
+    )
     job = wait_for_job(stack, backend, job_id)
     assert job["status"] == "finished", f"step 6: the auto-training job ended {job['status']}: {job}"
     assert str(job["progress"].get("trigger")).startswith("auto"), f"step 6: not an automatic trigger: {job}"
@@ -224,9 +237,7 @@ def step6_auto_training(
     return {"job": job, "bundle": newer[0], "listing": listing}
 
 
-def step5_rollback(
-    stack: Stack, backend: httpx.Client, project: flows.CamtrapProject, old: str, new: str
-) -> None:
+def step5_rollback(stack: Stack, backend: httpx.Client, project: flows.CamtrapProject, old: str, new: str) -> None:
     """Serve the newer bundle, then roll back to the older one through our API: LS follows both times."""
     assert old != new, f"step 5: two distinct bundles expected, got {old} twice"
     if models_of(backend, project.id)["current"] != new:
@@ -266,8 +277,9 @@ def wait_for_job(stack: Stack, backend: httpx.Client, job_id: str) -> dict[str, 
         return info if info["status"] in TERMINAL_JOB_STATES else None
 
     started = time.monotonic()
-    info = wait_until(ended, timeout=JOB_TIMEOUT_S, what=f"training job {job_id}", processes=stack.processes,
-                      interval=1.0)
+    info = wait_until(
+        ended, timeout=JOB_TIMEOUT_S, what=f"training job {job_id}", processes=stack.processes, interval=1.0
+    )
     print(f"{job_id}: {' -> '.join(seen)} in {time.monotonic() - started:.0f} s")  # noqa: T201 - timing in -s runs
     return info
 
@@ -292,7 +304,11 @@ def wait_for_version(stack: Stack, backend: httpx.Client, project: flows.Camtrap
         # Several requests spread over the uvicorn workers; all must answer the new version.
         return all(backend.post("/setup", json=setup).json()["model_version"] == version for _ in range(8))
 
-    wait_until(all_workers_agree, timeout=VERSION_SWAP_TIMEOUT_S, what=f"every backend worker to serve {version}",
-               processes=stack.processes)
+    wait_until(
+        all_workers_agree,
+        timeout=VERSION_SWAP_TIMEOUT_S,
+        what=f"every backend worker to serve {version}",
+        processes=stack.processes,
+    )
     seen = stack.api.ml_backend(project.ml_backend["id"])
     assert seen["model_version"] == version, f"LS's model card shows {seen['model_version']}, expected {version}"

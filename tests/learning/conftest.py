@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from backend.app import create_app
 from backend.config import Settings
+from backend.service.app import create_app
 from tests.backend.fake_ls import serve_in_thread
 from tests.learning.services import RedisServer, Service, service_env, start_rq_worker
 from tests.trainer.fake_label_studio import TOKEN, FakeProject, ena24_project
@@ -49,8 +49,12 @@ def worker_env(redis_url: str, data_dir: Path, tiny_detector_path: Path, ena24_l
 @pytest.fixture
 def settings(worker_env: dict[str, str], data_dir: Path) -> Settings:
     """The settings the backend side uses to enqueue (same Redis and data dir as the worker)."""
-    return Settings(redis_url=worker_env["REDIS_URL"], data_dir=data_dir,
-                    label_studio_url=worker_env["LABEL_STUDIO_URL"], label_studio_api_key=TOKEN)
+    return Settings(
+        redis_url=worker_env["REDIS_URL"],
+        data_dir=data_dir,
+        label_studio_url=worker_env["LABEL_STUDIO_URL"],
+        label_studio_api_key=TOKEN,
+    )
 
 
 @pytest.fixture
@@ -70,9 +74,15 @@ def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]
 
 @pytest.fixture(scope="package")
 def app_settings(own_redis: RedisServer, tiny_detector_path: Path, tmp_path_factory) -> Settings:
-    return Settings(redis_url=own_redis.url, data_dir=tmp_path_factory.mktemp("app-data"),
-                    detector_model=str(tiny_detector_path), webhook_secret=SECRET, basic_auth_user=BASIC[0],
-                    basic_auth_pass=BASIC[1], train_every_n_annotations=50)
+    return Settings(
+        redis_url=own_redis.url,
+        data_dir=tmp_path_factory.mktemp("app-data"),
+        detector_model=str(tiny_detector_path),
+        webhook_secret=SECRET,
+        basic_auth_user=BASIC[0],
+        basic_auth_pass=BASIC[1],
+        train_every_n_annotations=50,
+    )
 
 
 @pytest.fixture(scope="package")

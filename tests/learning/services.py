@@ -72,8 +72,14 @@ def service_env(redis_url: str, data_dir: Path, detector: Path, ls_url: str, **e
     """The environment of the worker and the backend (everything else inherited from this process)."""
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATA_DIR", "LABEL_STUDIO_URL")}
     env.update(TINY_TRAINING_ENV)
-    env.update(REDIS_URL=redis_url, DATA_DIR=str(data_dir), DETECTOR_MODEL=str(detector), LABEL_STUDIO_URL=ls_url,
-               LABEL_STUDIO_API_KEY=TOKEN, PYTHONDONTWRITEBYTECODE="1")
+    env.update(
+        REDIS_URL=redis_url,
+        DATA_DIR=str(data_dir),
+        DETECTOR_MODEL=str(detector),
+        LABEL_STUDIO_URL=ls_url,
+        LABEL_STUDIO_API_KEY=TOKEN,
+        PYTHONDONTWRITEBYTECODE="1",
+    )
     env.update(extra)
     return env
 
@@ -125,7 +131,8 @@ def start_rq_worker(env: Mapping[str, str], log_path: Path, connection: redis.Re
 
 def swap_times(log: str, project: str, model_version: str) -> dict[int, float]:
     """When each backend process (pid) first logged serving ``model_version`` for ``project`` (unix time)."""
-    line = rf"^(\d+) ([\d.]+) backend\.runtime INFO project {re.escape(project)} now serves {re.escape(model_version)}$"
+    logger = re.escape("backend.service.slots")
+    line = rf"^(\d+) ([\d.]+) {logger} INFO project {re.escape(project)} now serves {re.escape(model_version)}$"
     times: dict[int, float] = {}
     for pid, created in re.findall(line, log, re.M):
         times.setdefault(int(pid), float(created))
@@ -133,12 +140,27 @@ def swap_times(log: str, project: str, model_version: str) -> dict[int, float]:
 
 
 def start_backend(env: Mapping[str, str], log_path: Path, port: int, workers: int = 2) -> Service:
-    """``uvicorn backend.app:create_app --factory --workers N``, waiting until it answers /health."""
+    """``uvicorn backend.service.app:create_app --factory --workers N``, waiting until it answers /health."""
     config = log_path.with_suffix(".logging.json")
     config.write_text(json.dumps(LOG_CONFIG))
-    service = Service("backend", [str(VENV_BIN / "uvicorn"), "backend.app:create_app", "--factory", "--host",
-                                  "127.0.0.1", "--port", str(port), "--workers", str(workers), "--log-config",
-                                  str(config)], env, log_path)
+    service = Service(
+        "backend",
+        [
+            str(VENV_BIN / "uvicorn"),
+            "backend.service.app:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-config",
+            str(config),
+        ],
+        env,
+        log_path,
+    )
 
     def healthy() -> bool:
         if not service.alive():
@@ -149,8 +171,11 @@ def start_backend(env: Mapping[str, str], log_path: Path, port: int, workers: in
             return False
 
     wait_until(healthy, 120, "the backend to answer /health", interval_s=0.3)
-    wait_until(lambda: service.log().count("Application startup complete") >= workers, 120,
-               f"{workers} backend workers to start")
+    wait_until(
+        lambda: service.log().count("Application startup complete") >= workers,
+        120,
+        f"{workers} backend workers to start",
+    )
     return service
 
 
@@ -164,10 +189,20 @@ class RedisServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> RedisServer:
-        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(self.workdir)]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        argv = [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+        ]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
 
         def answers() -> bool:

@@ -17,11 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backend import registry
-from backend.bundle import BundleManifest, BundleStatus, Preprocessing
-from backend.classifier import build_network
-from backend.jobs import enqueue_training
-from backend.redis_keys import RedisKeys
+from backend.contracts import registry
+from backend.contracts.bundle import BundleManifest, BundleStatus, Preprocessing
+from backend.contracts.keys import RedisKeys
+from backend.service.jobs import enqueue_training
+from backend.vision.classifier import build_network
 from tests.backend.fake_ls import serve_in_thread
 from tests.learning.conftest import ENA24_PROJECT
 from tests.learning.services import Service, start_backend, swap_times, wait_until
@@ -53,8 +53,13 @@ def backend(worker_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[Servic
 
 
 def _setup_version(url: str, schema: str) -> str:
-    body = {"project": LS_PROJECT, "schema": schema, "hostname": "http://localhost:8080", "access_token": None,
-            "extra_params": None}
+    body = {
+        "project": LS_PROJECT,
+        "schema": schema,
+        "hostname": "http://localhost:8080",
+        "access_token": None,
+        "extra_params": None,
+    }
     with httpx.Client(timeout=10) as fresh:  # a new connection: any worker process may answer
         response = fresh.post(f"{url}/setup", json=body)
     response.raise_for_status()
@@ -62,8 +67,12 @@ def _setup_version(url: str, schema: str) -> str:
 
 
 def _predict(url: str, fake: FakeProject, schema: str, tasks: int = 2) -> list[str]:
-    body = {"tasks": [{**t, "annotations": []} for t in fake.tasks[:tasks]], "project": LS_PROJECT,
-            "label_config": schema, "params": {"login": None, "password": None, "context": None}}
+    body = {
+        "tasks": [{**t, "annotations": []} for t in fake.tasks[:tasks]],
+        "project": LS_PROJECT,
+        "label_config": schema,
+        "params": {"login": None, "password": None, "context": None},
+    }
     response = httpx.post(f"{url}/predict", json=body, timeout=120)
     response.raise_for_status()
     return [r["model_version"] for r in response.json()["results"]]
@@ -77,8 +86,12 @@ def _every_answer(url: str, schema: str, n: int = 30) -> set[str]:
 def _wait_for_version(url: str, schema: str, version: str) -> float:
     """Seconds until /setup answers ``version`` on every one of a burst of fresh connections."""
     start = time.monotonic()
-    wait_until(lambda: _every_answer(url, schema, 12) == {version}, SWAP_DEADLINE_S, f"every worker to serve {version}",
-               interval_s=0.05)
+    wait_until(
+        lambda: _every_answer(url, schema, 12) == {version},
+        SWAP_DEADLINE_S,
+        f"every worker to serve {version}",
+        interval_s=0.05,
+    )
     return time.monotonic() - start
 
 
@@ -89,8 +102,9 @@ def _swaps(log: str, version: str) -> set[int]:
 
 def _rollback_swaps(log: str, version: str) -> set[int]:
     """Pids that logged serving ``version`` twice (promoted, replaced, then rolled back to)."""
-    line = re.compile(rf"^(\d+) [\d.]+ backend\.runtime INFO project {ENA24_PROJECT} now serves {re.escape(version)}$",
-                      re.M)
+    line = re.compile(
+        rf"^(\d+) [\d.]+ backend\.service\.slots INFO project {ENA24_PROJECT} now serves {re.escape(version)}$", re.M
+    )
     pids = line.findall(log)
     return {int(pid) for pid in pids if pids.count(pid) >= 2}
 
@@ -126,8 +140,11 @@ def test_trained_model_reaches_every_backend_worker_and_rollback_restores_the_ol
     assert _setup_version(url, schema) == before
     with ThreadPoolExecutor(4) as pool:  # concurrent predictions: both worker processes load the project
         assert set(sum(pool.map(lambda _: _predict(url, fake, schema), range(8)), [])) == {before}
-    wait_until(lambda: _every_answer(url, schema, 12) == {before} and len(_swaps(service.log(), before)) == 2, 60,
-               "both backend processes to serve the project")
+    wait_until(
+        lambda: _every_answer(url, schema, 12) == {before} and len(_swaps(service.log(), before)) == 2,
+        60,
+        "both backend processes to serve the project",
+    )
 
     first = _train(url, redis_client, settings)
     assert first["result"]["status"] == "promoted" and first["stage"] == "done"
@@ -156,9 +173,15 @@ def test_trained_model_reaches_every_backend_worker_and_rollback_restores_the_ol
 
 
 def _bundle(models_dir: Path, version: str) -> None:
-    manifest = BundleManifest(version=version, project=ENA24_PROJECT, labels=["Chicken", "Grey Fox"],
-                              preprocessing=Preprocessing(input_size=64), backbone="mobilenet_v3_small",
-                              status=BundleStatus.PROMOTED, status_reason="test")
+    manifest = BundleManifest(
+        version=version,
+        project=ENA24_PROJECT,
+        labels=["Chicken", "Grey Fox"],
+        preprocessing=Preprocessing(input_size=64),
+        backbone="mobilenet_v3_small",
+        status=BundleStatus.PROMOTED,
+        status_reason="test",
+    )
     state = build_network("mobilenet_v3_small", 2).state_dict()
     publish(models_dir, manifest, BundleFiles(state, {}, "# card\n"), connection=None, keys=RedisKeys())
 

@@ -11,10 +11,10 @@ import httpx
 import pytest
 import redis
 
-from backend import registry
-from backend.bundle import BundleManifest, BundleStatus
-from backend.classifier import build_network
-from backend.redis_keys import RedisKeys
+from backend.contracts import registry
+from backend.contracts.bundle import BundleManifest, BundleStatus
+from backend.contracts.keys import RedisKeys
+from backend.vision.classifier import build_network
 from tests.learning.conftest import BASIC
 from trainer.publish import BundleFiles, publish
 
@@ -24,12 +24,21 @@ KEYS = RedisKeys()
 
 
 def _bundle(settings, version: str, status: BundleStatus, reason: str, macro_f1: float) -> None:
-    manifest = BundleManifest(version=version, project=PROJECT, labels=["Grey Fox", "Chicken"],
-                              backbone="mobilenet_v3_small", job_id="train-21", status=status, status_reason=reason,
-                              metrics={"top1": macro_f1, "macro_f1": macro_f1})
-    metrics = {"test": {"count": 6, "top1": macro_f1, "macro_f1": macro_f1, "per_class": {}},
-               "served": {"version": None, "macro_f1": None, "note": "no model served"},
-               "split": {"counts": {"train": {"Grey Fox": 4}, "val": {}, "test": {}}}}
+    manifest = BundleManifest(
+        version=version,
+        project=PROJECT,
+        labels=["Grey Fox", "Chicken"],
+        backbone="mobilenet_v3_small",
+        job_id="train-21",
+        status=status,
+        status_reason=reason,
+        metrics={"top1": macro_f1, "macro_f1": macro_f1},
+    )
+    metrics = {
+        "test": {"count": 6, "top1": macro_f1, "macro_f1": macro_f1, "per_class": {}},
+        "served": {"version": None, "macro_f1": None, "note": "no model served"},
+        "split": {"counts": {"train": {"Grey Fox": 4}, "val": {}, "test": {}}},
+    }
     state = build_network("mobilenet_v3_small", 2).state_dict()
     publish(settings.models_dir, manifest, BundleFiles(state, metrics, "# card\n"), connection=None, keys=KEYS)
 
@@ -68,8 +77,12 @@ def test_promote_rolls_back_moves_the_pointer_and_announces_it(http, bundles, ap
     pubsub = store.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(KEYS.models_channel)
     answer = http.post("/models/p21-a1/promote", params={"project": PROJECT}).json()
-    assert answer == {"project": PROJECT, "current": "p21-a1", "previous": "p21-a2",
-                      "model_version": "md_tiny_md_v5+p21-a1"}
+    assert answer == {
+        "project": PROJECT,
+        "current": "p21-a1",
+        "previous": "p21-a2",
+        "model_version": "md_tiny_md_v5+p21-a1",
+    }
     assert registry.read_current(app_settings.models_dir, PROJECT) == "p21-a1"
     assert store.get(KEYS.current(PROJECT)) == b"p21-a1"
     message = None
@@ -100,8 +113,12 @@ def test_promote_refuses_what_is_not_a_bundle(http, bundles, app_settings, versi
 )
 def test_versions_lists_model_versions_current_first(http, bundles, how, expected_first):
     if how == "json-body":
-        response = http.request("GET", "/versions", content=json.dumps({"project": f"{PROJECT}.1714557000"}),
-                                headers={"Content-Type": "application/json"})
+        response = http.request(
+            "GET",
+            "/versions",
+            content=json.dumps({"project": f"{PROJECT}.1714557000"}),
+            headers={"Content-Type": "application/json"},
+        )
     elif how == "query":
         response = http.get("/versions", params={"project": PROJECT})
     else:

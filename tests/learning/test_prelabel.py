@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from backend.config import Settings
-from backend.jobs import job_info
-from backend.redis_keys import RedisKeys
-from backend.webhooks import handle_event
+from backend.contracts.keys import RedisKeys
+from backend.service.jobs import job_info
+from backend.service.webhooks import handle_event
 from tests.learning.conftest import ENA24_PROJECT
 from tests.learning.services import wait_until
 from tests.trainer.fake_label_studio import label_config
@@ -17,14 +17,20 @@ def test_tasks_created_pushes_one_prediction_per_task_with_the_served_version(
     ena24_ls, rq_worker, redis_client, settings: Settings
 ):
     fake, _ = ena24_ls
-    redis_client.hset(RedisKeys().setup(ENA24_PROJECT), mapping={"schema": label_config(fake.species),
-                                                                 "extra_params": json.dumps({})})
+    redis_client.hset(
+        RedisKeys().setup(ENA24_PROJECT), mapping={"schema": label_config(fake.species), "extra_params": json.dumps({})}
+    )
     tasks = [{"id": t["id"], "data": t["data"], "annotations": []} for t in fake.tasks[:3]]
-    answer = handle_event({"action": "TASKS_CREATED", "project": {"id": int(ENA24_PROJECT)}, "tasks": tasks},
-                          redis_client, settings)
+    answer = handle_event(
+        {"action": "TASKS_CREATED", "project": {"id": int(ENA24_PROJECT)}, "tasks": tasks}, redis_client, settings
+    )
     assert answer.status == "queued" and answer.job
-    info = wait_until(lambda: (i := job_info(redis_client, answer.job)) and i["status"] in ("finished", "failed")
-                      and i, 180, "the pre-annotation job", interval_s=0.2)
+    info = wait_until(
+        lambda: (i := job_info(redis_client, answer.job)) and i["status"] in ("finished", "failed") and i,
+        180,
+        "the pre-annotation job",
+        interval_s=0.2,
+    )
     assert info["status"] == "finished", info
     counts = info["result"]
     assert counts["tasks"] == 3 and counts["failed"] == 0
@@ -38,7 +44,8 @@ def test_tasks_created_pushes_one_prediction_per_task_with_the_served_version(
 
 def test_tasks_created_is_ignored_when_bulk_pre_annotation_is_off(redis_client, settings: Settings):
     off = settings.model_copy(update={"prelabel_on_import": False})
-    answer = handle_event({"action": "TASKS_CREATED", "project": {"id": 1}, "tasks": [{"id": 1, "data": {}}]},
-                          redis_client, off)
+    answer = handle_event(
+        {"action": "TASKS_CREATED", "project": {"id": 1}, "tasks": [{"id": 1, "data": {}}]}, redis_client, off
+    )
     assert answer.status == "ignored"
     assert redis_client.keys("rq:job:*") == []

@@ -15,10 +15,10 @@ import pytest
 import redis
 from rq.registry import StartedJobRegistry
 
-from backend import registry
-from backend.bundle import list_bundles
-from backend.jobs import cancel_job, enqueue_training, job_info
-from backend.redis_keys import TRAINING_QUEUE
+from backend.contracts import registry
+from backend.contracts.bundle import list_bundles
+from backend.contracts.keys import TRAINING_QUEUE
+from backend.service.jobs import cancel_job, enqueue_training, job_info
 from tests.learning.conftest import ENA24_PROJECT
 from tests.learning.services import service_env, start_rq_worker, wait_until
 from tests.processes import free_port
@@ -27,8 +27,12 @@ ENDED = ("finished", "failed", "stopped", "canceled")
 
 
 def _wait_for_end(connection: redis.Redis, job_id: str, timeout_s: float) -> dict:
-    return wait_until(lambda: (info := job_info(connection, job_id)) and info["status"] in ENDED and info,
-                      timeout_s, f"job {job_id} to end", interval_s=0.2)
+    return wait_until(
+        lambda: (info := job_info(connection, job_id)) and info["status"] in ENDED and info,
+        timeout_s,
+        f"job {job_id} to end",
+        interval_s=0.2,
+    )
 
 
 def _nothing_published(data_dir) -> bool:
@@ -58,8 +62,9 @@ def test_job_timeout_stops_a_hung_job(rq_worker, ena24_ls, redis_client, setting
     fake, _ = ena24_ls
     fake.export_delay_s = 60.0  # Label Studio hangs on the export
     started = time.monotonic()
-    job = enqueue_training(redis_client, settings.model_copy(update={"job_timeout_s": 10}), ENA24_PROJECT,
-                           trigger="test")
+    job = enqueue_training(
+        redis_client, settings.model_copy(update={"job_timeout_s": 10}), ENA24_PROJECT, trigger="test"
+    )
     try:
         info = _wait_for_end(redis_client, job.job_id, 60)
     finally:
@@ -71,10 +76,14 @@ def test_job_timeout_stops_a_hung_job(rq_worker, ena24_ls, redis_client, setting
 
 
 def test_delete_stops_a_running_job_and_publishes_nothing(rq_worker, redis_client, settings, data_dir):
-    job_id = enqueue_training(redis_client, settings, ENA24_PROJECT, trigger="test",
-                              options={"epochs": 500, "patience": 500}).job_id
-    info = wait_until(lambda: (i := job_info(redis_client, job_id)) and i["progress"].get("epoch") and i, 120,
-                      "the job to be training")
+    job_id = enqueue_training(
+        redis_client, settings, ENA24_PROJECT, trigger="test", options={"epochs": 500, "patience": 500}
+    ).job_id
+    info = wait_until(
+        lambda: (i := job_info(redis_client, job_id)) and i["progress"].get("epoch") and i,
+        120,
+        "the job to be training",
+    )
     horse = info["progress"]["pid"]
     cancel_job(redis_client, job_id)
     try:
@@ -98,8 +107,11 @@ def test_killed_worker_fails_the_job_and_the_next_trigger_trains_normally(
 ):
     long_run = {"epochs": 500, "patience": 500}
     job_id = enqueue_training(redis_client, settings, ENA24_PROJECT, trigger="test", options=long_run).job_id
-    info = wait_until(lambda: (i := job_info(redis_client, job_id)) and i["progress"].get("epoch") and i, 120,
-                      "the job to be training")
+    info = wait_until(
+        lambda: (i := job_info(redis_client, job_id)) and i["progress"].get("epoch") and i,
+        120,
+        "the job to be training",
+    )
     horse = info["progress"]["pid"]
     if victims == "worker-and-horse":  # both at once: freeze the worker so neither sees the other die
         os.kill(rq_worker.pid, signal.SIGSTOP)

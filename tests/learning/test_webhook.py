@@ -17,8 +17,8 @@ import httpx
 import pytest
 import redis
 
-from backend.jobs import enqueue_training
-from backend.redis_keys import RedisKeys, training_job_id
+from backend.contracts.keys import RedisKeys, training_job_id
+from backend.service.jobs import enqueue_training
 from tests.learning.conftest import BASIC, SECRET
 
 #: What Label Studio gives a webhook (1 s) is far more than what we promise (0.1 s).
@@ -49,12 +49,24 @@ KEYS = RedisKeys()
 PROJECT = {"id": 5, "title": "camera traps", "label_config": "<View><Image name='image' value='$image'/></View>"}
 EVENTS = {
     "START_TRAINING": {"action": "START_TRAINING", "project": PROJECT},
-    "ANNOTATION_CREATED": {"action": "ANNOTATION_CREATED", "project": PROJECT, "annotation": {"id": 1, "result": []},
-                           "task": {"id": 1}},
-    "ANNOTATION_UPDATED": {"action": "ANNOTATION_UPDATED", "project": PROJECT, "annotation": {"id": 1, "result": []},
-                           "task": {"id": 1}},
-    "ANNOTATIONS_CREATED": {"action": "ANNOTATIONS_CREATED", "project": PROJECT, "annotation": [{"id": 2}, {"id": 3}],
-                            "task": [{"id": 2}, {"id": 3}]},
+    "ANNOTATION_CREATED": {
+        "action": "ANNOTATION_CREATED",
+        "project": PROJECT,
+        "annotation": {"id": 1, "result": []},
+        "task": {"id": 1},
+    },
+    "ANNOTATION_UPDATED": {
+        "action": "ANNOTATION_UPDATED",
+        "project": PROJECT,
+        "annotation": {"id": 1, "result": []},
+        "task": {"id": 1},
+    },
+    "ANNOTATIONS_CREATED": {
+        "action": "ANNOTATIONS_CREATED",
+        "project": PROJECT,
+        "annotation": [{"id": 2}, {"id": 3}],
+        "task": [{"id": 2}, {"id": 3}],
+    },
     "ANNOTATIONS_DELETED": {"action": "ANNOTATIONS_DELETED", "project": PROJECT, "annotations": [{"id": 2}]},
     "PROJECT_UPDATED": {"action": "PROJECT_UPDATED", "project": PROJECT},
     "TASKS_CREATED": {"action": "TASKS_CREATED", "project": PROJECT, "tasks": [{"id": 9, "data": {}}]},
@@ -89,7 +101,7 @@ def test_webhook_answers_2xx_within_100ms_whatever_redis_does(client, store, own
 
 def test_webhook_says_redis_is_down_and_the_next_trigger_still_works(client, store, own_redis, caplog):
     own_redis.stop()
-    with caplog.at_level(logging.ERROR, logger="backend.webhooks"):
+    with caplog.at_level(logging.ERROR, logger="backend.service.webhooks"):
         response, _ = _timed_post(client, EVENTS["START_TRAINING"])
     assert response.status_code == 200
     assert response.json()["status"] == "redis_unavailable"
@@ -97,8 +109,13 @@ def test_webhook_says_redis_is_down_and_the_next_trigger_still_works(client, sto
     assert any("Redis is unavailable" in r.getMessage() for r in caplog.records)
     own_redis.start()
     response, _ = _timed_post(client, EVENTS["START_TRAINING"])
-    assert response.json() == {"status": "queued", "action": "START_TRAINING", "project": "5",
-                               "job": training_job_id("5"), "job_status": "queued"}
+    assert response.json() == {
+        "status": "queued",
+        "action": "START_TRAINING",
+        "project": "5",
+        "job": training_job_id("5"),
+        "job_status": "queued",
+    }
 
 
 def test_frozen_redis_gets_an_accepted_answer_saying_so(client, store, own_redis):
@@ -110,8 +127,12 @@ def test_frozen_redis_gets_an_accepted_answer_saying_so(client, store, own_redis
 
 
 def _created(annotation_id: int, project: dict = PROJECT, cancelled: bool = False) -> dict:
-    return {"action": "ANNOTATION_CREATED", "project": project, "task": {"id": annotation_id},
-            "annotation": {"id": annotation_id, "was_cancelled": cancelled, "result": []}}
+    return {
+        "action": "ANNOTATION_CREATED",
+        "project": project,
+        "task": {"id": annotation_id},
+        "annotation": {"id": annotation_id, "was_cancelled": cancelled, "result": []},
+    }
 
 
 def test_annotations_count_and_trigger_training_at_the_project_threshold(client, store):

@@ -38,8 +38,19 @@ def one_torch_thread() -> Iterator[None]:
 def tiny_config() -> TrainConfig:
     """ResNet-18 at 32 px learns the synthetic colors in a few epochs on the CPU."""
     return TrainConfig.from_settings(
-        Settings(), backbone="resnet18", input_size=32, epochs=4, batch_size=8, learning_rate=1e-3, patience=10, seed=0,
-        num_workers=0, val_fraction=0.2, test_fraction=0.25, min_examples_per_class=2, imagenet_weights=False,
+        Settings(),
+        backbone="resnet18",
+        input_size=32,
+        epochs=4,
+        batch_size=8,
+        learning_rate=1e-3,
+        patience=10,
+        seed=0,
+        num_workers=0,
+        val_fraction=0.2,
+        test_fraction=0.25,
+        min_examples_per_class=2,
+        imagenet_weights=False,
     )
 
 
@@ -68,5 +79,6 @@ def synthetic_ls(tmp_path: Path) -> Iterator[tuple[FakeProject, str]]:
 
 @pytest.fixture
 def ls_settings(tmp_path: Path, synthetic_ls: tuple[FakeProject, str]) -> Settings:
-    return Settings(label_studio_url=synthetic_ls[1], label_studio_api_key=TOKEN, data_dir=tmp_path / "data",
-                    download_concurrency=2)
+    return Settings(
+        label_studio_url=synthetic_ls[1], label_studio_api_key=TOKEN, data_dir=tmp_path / "data", download_concurrency=2
+    )

@@ -27,6 +27,9 @@ LABEL_CONFIG = """<View>
   <Choices name="species" toName="image" perRegion="true">
 {choices}
   </Choices>
+  <Choices name="image_species" toName="image">
+{choices}
+  </Choices>
   <Choices name="status" toName="image">
     <Choice value="empty"/><Choice value="animal present"/><Choice value="needs review"/>
   </Choices>
@@ -42,24 +45,47 @@ def box_annotation(annotation_id: int, species: str, box: tuple[float, float, fl
     x, y, w, h = box
     region = f"r{annotation_id}"
     return {
-        "id": annotation_id, "was_cancelled": False, "ground_truth": False,
+        "id": annotation_id,
+        "was_cancelled": False,
+        "ground_truth": False,
         "updated_at": "2026-11-20T10:00:00Z",
         "result": [
-            {"id": region, "type": "rectanglelabels", "from_name": "label", "to_name": "image",
-             "original_width": 1000, "original_height": 750,
-             "value": {"x": x, "y": y, "width": w, "height": h, "rotation": 0, "rectanglelabels": ["animal"]}},
-            {"id": region, "type": "choices", "from_name": "species", "to_name": "image",
-             "value": {"x": x, "y": y, "width": w, "height": h, "choices": [species]}},
+            {
+                "id": region,
+                "type": "rectanglelabels",
+                "from_name": "label",
+                "to_name": "image",
+                "original_width": 1000,
+                "original_height": 750,
+                "value": {"x": x, "y": y, "width": w, "height": h, "rotation": 0, "rectanglelabels": ["animal"]},
+            },
+            {
+                "id": region,
+                "type": "choices",
+                "from_name": "species",
+                "to_name": "image",
+                "value": {"x": x, "y": y, "width": w, "height": h, "choices": [species]},
+            },
         ],
     }
 
 
 def image_annotation(annotation_id: int, species: str) -> dict:
-    """An annotation that names the species of the whole image only (no box)."""
+    """An annotation that names the species of the whole image only (no box), in the image-level control."""
     return {
-        "id": annotation_id, "was_cancelled": False, "ground_truth": False, "updated_at": "2026-11-20T10:00:00Z",
-        "result": [{"id": f"c{annotation_id}", "type": "choices", "from_name": "species", "to_name": "image",
-                    "value": {"choices": [species]}}],
+        "id": annotation_id,
+        "was_cancelled": False,
+        "ground_truth": False,
+        "updated_at": "2026-11-20T10:00:00Z",
+        "result": [
+            {
+                "id": f"c{annotation_id}",
+                "type": "choices",
+                "from_name": "image_species",
+                "to_name": "image",
+                "value": {"choices": [species]},
+            }
+        ],
     }
 
 
@@ -82,14 +108,22 @@ class FakeProject:
         """End every hanging export now."""
         self.released.set()
 
-    def add_task(self, file_name: str, species: str, location: str | None, *, image_level: bool = False,
-                 box: tuple[float, float, float, float] = (10.0, 10.0, 80.0, 80.0)) -> int:
+    def add_task(
+        self,
+        file_name: str,
+        species: str,
+        location: str | None,
+        *,
+        image_level: bool = False,
+        box: tuple[float, float, float, float] = (10.0, 10.0, 80.0, 80.0),
+    ) -> int:
         task_id = len(self.tasks) + 1
         data = {"image": f"/data/upload/{self.project}/{file_name}"}
         if location is not None:
             data["location"] = location
-        annotation = image_annotation(1000 + task_id, species) if image_level else box_annotation(
-            1000 + task_id, species, box)
+        annotation = (
+            image_annotation(1000 + task_id, species) if image_level else box_annotation(1000 + task_id, species, box)
+        )
         self.tasks.append({"id": task_id, "data": data, "annotations": [annotation], "predictions": []})
         self.species.add(species)
         return task_id
@@ -134,8 +168,9 @@ class FakeProject:
         return app
 
 
-def ena24_project(ena24_dir: Path, labels: Mapping[str, str], *, project: int = 1, sites: int = 3,
-                  image_level: int = 0) -> FakeProject:
+def ena24_project(
+    ena24_dir: Path, labels: Mapping[str, str], *, project: int = 1, sites: int = 3, image_level: int = 0
+) -> FakeProject:
     """The shared photos with invented locations: each species' photos are spread over ``sites`` sites.
 
     The photos have no boxes, so each gets a box over its central 80 % (the animal is usually there);
@@ -157,8 +192,9 @@ def ena24_project(ena24_dir: Path, labels: Mapping[str, str], *, project: int = 
 SYNTHETIC_SPECIES = {"Red Deer": (200, 40, 40), "Green Frog": (40, 180, 60), "Blue Jay": (40, 70, 210)}
 
 
-def synthetic_project(directory: Path, *, per_species: int = 12, sites: int = 4, project: int = 2,
-                      seed: int = 0) -> FakeProject:
+def synthetic_project(
+    directory: Path, *, per_species: int = 12, sites: int = 4, project: int = 2, seed: int = 0
+) -> FakeProject:
     """Generated photos: a colored blob (the "species") on a noisy background, spread over ``sites``."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)

@@ -8,11 +8,24 @@ import subprocess
 import sys
 from pathlib import Path
 
-from backend import registry
+from backend.contracts import registry
 from tests.trainer.fake_label_studio import TOKEN
 
-TINY_FLAGS = ["--backbone", "mobilenet_v3_small", "--input-size", "32", "--epochs", "2", "--batch-size", "8",
-              "--workers", "0", "--min-examples", "2", "--no-redis"]
+TINY_FLAGS = [
+    "--backbone",
+    "mobilenet_v3_small",
+    "--input-size",
+    "32",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "8",
+    "--workers",
+    "0",
+    "--min-examples",
+    "2",
+    "--no-redis",
+]
 
 
 def _camtrap(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -22,8 +35,13 @@ def _camtrap(args: list[str], env: dict[str, str]) -> subprocess.CompletedProces
 
 def test_camtrap_train_trains_promotes_and_prints_the_outcome(synthetic_ls, tmp_path: Path) -> None:
     _, url = synthetic_ls
-    env = {**os.environ, "LABEL_STUDIO_URL": url, "LABEL_STUDIO_API_KEY": TOKEN, "DATA_DIR": str(tmp_path / "d"),
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "LABEL_STUDIO_URL": url,
+        "LABEL_STUDIO_API_KEY": TOKEN,
+        "DATA_DIR": str(tmp_path / "d"),
+        "OMP_NUM_THREADS": "1",
+    }
     done = _camtrap(["train", "--project", "2", *TINY_FLAGS], env)
     assert done.returncode == 0, done.stderr[-2000:]
     outcome = json.loads(done.stdout)
@@ -32,8 +50,12 @@ def test_camtrap_train_trains_promotes_and_prints_the_outcome(synthetic_ls, tmp_
 
 
 def test_camtrap_train_fails_with_one_sentence_when_label_studio_is_down(tmp_path: Path) -> None:
-    env = {**os.environ, "LABEL_STUDIO_URL": "http://127.0.0.1:9", "LABEL_STUDIO_API_KEY": TOKEN,
-           "DATA_DIR": str(tmp_path / "d")}
+    env = {
+        **os.environ,
+        "LABEL_STUDIO_URL": "http://127.0.0.1:9",
+        "LABEL_STUDIO_API_KEY": TOKEN,
+        "DATA_DIR": str(tmp_path / "d"),
+    }
     done = _camtrap(["train", "--project", "2", *TINY_FLAGS], env)
     assert done.returncode == 1
     assert "could not export project 2" in done.stderr

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from backend.errors import ImageAccessError
-from backend.images import decode_image
-from backend.preprocess import crop_square
+from backend.vision.crop import crop_square
+from backend.vision.decode import decode_image
 from trainer.crops import build_crops, download_images
 from trainer.export import LabeledBox, LabeledTask
 
@@ -23,8 +23,16 @@ def photo_bytes(ena24_dir: Path) -> bytes:
 
 
 def _build(tasks, files, tmp_path, top_box=None, max_side=10_000):
-    return build_crops(tasks, lambda ref, task_id: files[ref], out_dir=tmp_path / "crops", max_side=max_side,
-                       max_pixels=10**9, top_box=top_box, concurrency=2, on_progress=lambda done, total: None)
+    return build_crops(
+        tasks,
+        lambda ref, task_id: files[ref],
+        out_dir=tmp_path / "crops",
+        max_side=max_side,
+        max_pixels=10**9,
+        top_box=top_box,
+        concurrency=2,
+        on_progress=lambda done, total: None,
+    )
 
 
 def test_build_crops_cuts_human_boxes_with_the_inference_crop(tmp_path, photo_bytes):
@@ -61,8 +69,10 @@ def test_build_crops_skips_and_counts_a_corrupt_image(tmp_path, photo_bytes, bro
 
 
 def test_build_crops_uses_the_top_detector_box_for_an_image_level_label(tmp_path, photo_bytes):
-    tasks = [LabeledTask(1, "a.jpg", None, image_species="Chicken"), LabeledTask(2, "b.jpg", None,
-                                                                                 image_species="Chicken")]
+    tasks = [
+        LabeledTask(1, "a.jpg", None, image_species="Chicken"),
+        LabeledTask(2, "b.jpg", None, image_species="Chicken"),
+    ]
     seen = []
 
     def top_box(image):

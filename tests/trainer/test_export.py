@@ -7,12 +7,13 @@ import socket
 import pytest
 
 from backend.config import Settings
-from backend.ls_client import LabelStudioClient
+from backend.labelstudio.client import LabelStudioClient
+from backend.labelstudio.label_config import read_label_config
 from tests.trainer.fake_label_studio import box_annotation, image_annotation, label_config
 from trainer.errors import ExportError
-from trainer.export import LabelConfigInfo, choose_annotation, export_project, parse_task, read_label_config
+from trainer.export import choose_annotation, export_project, parse_task
 
-INFO = LabelConfigInfo(image_key="image", species_controls=frozenset({"species"}))
+INFO = read_label_config(label_config(["Chicken", "Grey Fox"]))
 LOCATIONS = ("location", "site", "camera")
 
 
@@ -37,8 +38,12 @@ def test_parse_task_keeps_an_image_level_species_for_the_detector():
 
 
 def test_parse_task_ignores_image_level_choices_that_are_not_species():
-    annotation = {"id": 1, "result": [{"id": "x", "type": "choices", "from_name": "status", "to_name": "image",
-                                       "value": {"choices": ["empty"]}}]}
+    annotation = {
+        "id": 1,
+        "result": [
+            {"id": "x", "type": "choices", "from_name": "status", "to_name": "image", "value": {"choices": ["empty"]}}
+        ],
+    }
     labeled, reason = parse_task(_task([annotation]), INFO, LOCATIONS)
     assert labeled is None and reason == "no_species"
 
@@ -77,7 +82,9 @@ def test_read_label_config_finds_the_image_key_and_species_controls():
     xml = label_config(["Grey Fox"]).replace('value="$image"', 'value="$photo"')
     info = read_label_config(xml)
     assert info.image_key == "photo"
-    assert info.species_controls == {"species"}
+    assert info.species_from_name == "species"
+    assert info.image_species_from_name == "image_species"
+    assert info.image_choice_from_name == "status"
 
 
 def test_export_fails_with_one_clear_sentence_when_label_studio_is_unreachable(tmp_path):

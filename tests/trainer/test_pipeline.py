@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from backend import registry
-from backend.bundle import BundleStatus, bundle_dir, list_bundles, read_manifest
-from backend.classifier import SpeciesClassifier
+from backend.contracts import registry
+from backend.contracts.bundle import BundleStatus, bundle_dir, list_bundles, read_manifest
+from backend.vision.classifier import SpeciesClassifier
 from trainer.errors import EmptyDatasetError
 from trainer.pipeline import run_training
 from trainer.progress import Progress, Stage
@@ -35,8 +35,9 @@ class RecordingProgress(Progress):
 
 def test_run_training_promotes_the_first_model_and_refuses_a_worse_one(ls_settings, tiny_config, redis_client):
     progress = RecordingProgress()
-    first = run_training("2", settings=ls_settings, config=tiny_config, job_id="job-a", connection=redis_client,
-                         progress=progress)
+    first = run_training(
+        "2", settings=ls_settings, config=tiny_config, job_id="job-a", connection=redis_client, progress=progress
+    )
     assert progress.stages == [s.value for s in Stage if s != Stage.QUEUED]
     assert progress.epochs == [1, 2, 3, 4]
     assert first.status == "promoted" and first.served_version is None
@@ -47,8 +48,13 @@ def test_run_training_promotes_the_first_model_and_refuses_a_worse_one(ls_settin
     assert served.labels == ["Blue Jay", "Green Frog", "Red Deer"]
 
     # Learning rate 0: the network stays at its random initialization, a worse model.
-    worse = run_training("2", settings=ls_settings, config=replace(tiny_config, learning_rate=0.0), job_id="job-b",
-                         connection=redis_client)
+    worse = run_training(
+        "2",
+        settings=ls_settings,
+        config=replace(tiny_config, learning_rate=0.0),
+        job_id="job-b",
+        connection=redis_client,
+    )
     assert worse.status == "rejected"
     assert worse.served_version == first.version and worse.served_macro_f1 == pytest.approx(first.macro_f1)
     assert worse.macro_f1 < first.macro_f1

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import trainer.publish as publish_module
-from backend import bundle as bundle_module
-from backend import registry
-from backend.bundle import BundleManifest, BundleStatus, list_bundles, read_manifest
-from backend.redis_keys import RedisKeys
+from backend.contracts import bundle as bundle_module
+from backend.contracts import registry
+from backend.contracts.bundle import BundleManifest, BundleStatus, list_bundles, read_manifest
+from backend.contracts.keys import RedisKeys
 from trainer.publish import BundleFiles, decide, publish
 
 KEYS = RedisKeys("test:")
@@ -39,8 +39,16 @@ def test_gate_promotes_only_a_strictly_better_model(new, served_version, served,
 
 
 def _manifest(version: str, status: BundleStatus = BundleStatus.PROMOTED, reason: str = "test") -> BundleManifest:
-    return BundleManifest(version=version, project="5", labels=["a", "b"], backbone="resnet18", job_id=f"job-{version}",
-                          status=status, status_reason=reason, metrics={"macro_f1": 0.5})
+    return BundleManifest(
+        version=version,
+        project="5",
+        labels=["a", "b"],
+        backbone="resnet18",
+        job_id=f"job-{version}",
+        status=status,
+        status_reason=reason,
+        metrics={"macro_f1": 0.5},
+    )
 
 
 def _files(tmp_path) -> BundleFiles:
@@ -67,8 +75,14 @@ def test_publish_promoted_bundle_moves_the_pointer_and_announces_it(tmp_path, re
     pubsub.subscribe(KEYS.models_channel)
     final = publish(models, _manifest("v1"), _files(tmp_path), connection=redis_client, keys=KEYS)
     assert read_manifest(final).status == BundleStatus.PROMOTED
-    assert {p.name for p in final.iterdir()} >= {"bundle.json", "classifier.safetensors", "metrics.json", "card.md",
-                                                 "confusion_matrix.png", "tensorboard"}
+    assert {p.name for p in final.iterdir()} >= {
+        "bundle.json",
+        "classifier.safetensors",
+        "metrics.json",
+        "card.md",
+        "confusion_matrix.png",
+        "tensorboard",
+    }
     assert _state(models) == {"bundles": ["v1"], "current": "v1", "leftovers": []}
     assert redis_client.get(KEYS.current("5")) == b"v1"
     message = None
@@ -81,8 +95,13 @@ def test_publish_promoted_bundle_moves_the_pointer_and_announces_it(tmp_path, re
 def test_publish_rejected_bundle_keeps_the_pointer_and_records_the_reason(tmp_path):
     models = tmp_path / "models"
     publish(models, _manifest("v1"), _files(tmp_path), connection=None, keys=KEYS)
-    final = publish(models, _manifest("v2", BundleStatus.REJECTED, "not better: 0.4 vs 0.5"), _files(tmp_path),
-                    connection=None, keys=KEYS)
+    final = publish(
+        models,
+        _manifest("v2", BundleStatus.REJECTED, "not better: 0.4 vs 0.5"),
+        _files(tmp_path),
+        connection=None,
+        keys=KEYS,
+    )
     assert read_manifest(final).status_reason == "not better: 0.4 vs 0.5"
     assert _state(models) == {"bundles": ["v1", "v2"], "current": "v1", "leftovers": []}
 

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
-from backend.bundle import Preprocessing
-from backend.preprocess import eval_transform
+from backend.contracts.bundle import Preprocessing
+from backend.vision.crop import eval_transform
 from trainer.evaluate import UNKNOWN, plot_confusion, score
 from trainer.presets import train_transform
 from trainer.train import amp_dtype, fit, make_sampler, resolve_device, seed_everything
@@ -27,8 +27,15 @@ def _samples(make_crop, n_per_class=4, classes=3):
 def test_fit_writes_tensorboard_events_and_keeps_the_best_epoch(tmp_path, make_crop, tiny_config):
     train, val = _samples(make_crop), _samples(make_crop, n_per_class=2)
     epochs = []
-    result = fit(train, val, num_classes=3, preprocessing=PRE, config=replace(tiny_config, epochs=2),
-                 run_dir=tmp_path / "run", on_epoch=lambda stats, n: epochs.append((stats.epoch, n)))
+    result = fit(
+        train,
+        val,
+        num_classes=3,
+        preprocessing=PRE,
+        config=replace(tiny_config, epochs=2),
+        run_dir=tmp_path / "run",
+        on_epoch=lambda stats, n: epochs.append((stats.epoch, n)),
+    )
     assert epochs == [(1, 2), (2, 2)]
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
     assert result.best_val_macro_f1 == max(h.val_macro_f1 for h in result.history)
@@ -38,8 +45,9 @@ def test_fit_writes_tensorboard_events_and_keeps_the_best_epoch(tmp_path, make_c
 
 def test_fit_stops_early_when_validation_macro_f1_stalls(tmp_path, make_crop, tiny_config):
     config = replace(tiny_config, epochs=8, patience=2, learning_rate=0.0)
-    result = fit(_samples(make_crop), _samples(make_crop, 2), num_classes=3, preprocessing=PRE, config=config,
-                 run_dir=tmp_path)
+    result = fit(
+        _samples(make_crop), _samples(make_crop, 2), num_classes=3, preprocessing=PRE, config=config, run_dir=tmp_path
+    )
     assert result.stopped_early
     assert len(result.history) == 3 and result.best_epoch == 1
 
@@ -74,8 +82,14 @@ def test_cpu_training_uses_no_mixed_precision():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU on this machine: the CUDA/AMP path cannot run here")
 def test_cuda_training_uses_mixed_precision(tmp_path, make_crop, tiny_config):
     assert amp_dtype(torch.device("cuda")) in (torch.bfloat16, torch.float16)
-    result = fit(_samples(make_crop), _samples(make_crop, 2), num_classes=3, preprocessing=PRE,
-                 config=replace(tiny_config, epochs=1, device="cuda"), run_dir=tmp_path)
+    result = fit(
+        _samples(make_crop),
+        _samples(make_crop, 2),
+        num_classes=3,
+        preprocessing=PRE,
+        config=replace(tiny_config, epochs=1, device="cuda"),
+        run_dir=tmp_path,
+    )
     assert result.device.startswith("cuda")
 
 

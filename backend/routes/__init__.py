@@ -1,1 +1,0 @@
-"""HTTP routers; ``backend.app`` mounts them."""

@@ -1,0 +1,91 @@
+"""This process's view of each project's set-up: the stored record, plus the token ``/setup`` sent.
+
+:class:`ProjectSetups` keeps each project's :class:`~backend.contracts.setup_record.SetupRecord` in
+memory and writes it (best effort) to Redis, so a process that never saw ``/setup`` reads it back.
+The ``access_token`` of ``/setup`` is a credential and stays in this process's memory only.
+
+All methods are blocking (they may talk to Redis); routes call them through a thread pool.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import redis
+
+from backend.config import Settings
+from backend.contracts.keys import RedisKeys
+from backend.contracts.setup_record import SetupRecord
+from backend.vision.thresholds import Thresholds
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProjectSetup:
+    """What this process knows of a project: its stored record and, if it saw ``/setup``, the token."""
+
+    record: SetupRecord = SetupRecord()
+    access_token: str | None = None
+
+    @property
+    def schema(self) -> str | None:
+        return self.record.schema
+
+    @property
+    def hostname(self) -> str | None:
+        return self.record.hostname
+
+    @property
+    def extra_params(self) -> dict:
+        return self.record.extra_params
+
+
+class ProjectSetups:
+    """The set-ups of the projects this process has been told about, backed by the Redis set-up record.
+
+    Args:
+        settings: The process settings (the default thresholds).
+        redis_client: Short-timeout client (None: memory only).
+        keys: Redis key names.
+    """
+
+    def __init__(self, settings: Settings, redis_client: redis.Redis | None, keys: RedisKeys) -> None:
+        self.settings = settings
+        self.redis = redis_client
+        self.keys = keys
+        self._defaults = Thresholds.from_settings(settings)
+        self._setups: dict[str, ProjectSetup] = {}
+
+    def remember(self, project: str, record: SetupRecord, access_token: str | None) -> ProjectSetup:
+        """Keep what /setup sent, in memory and (best effort) in the Redis set-up record."""
+        setup = ProjectSetup(record, access_token)
+        self._setups[project] = setup
+        if self.redis is not None:
+            try:
+                record.save(self.redis, self.keys, project)
+            except redis.RedisError as exc:
+                logger.warning("could not store the set-up of project %s in Redis: %s", project, exc)
+        return setup
+
+    def get(self, project: str | None) -> ProjectSetup:
+        """The project's last set-up: from memory, else from Redis (another process saw /setup)."""
+        if project is None:
+            return ProjectSetup()
+        setup = self._setups.get(project)
+        if setup is not None or self.redis is None:
+            return setup or ProjectSetup()
+        try:
+            record = SetupRecord.load(self.redis, self.keys, project)
+        except redis.RedisError as exc:
+            logger.warning("could not read the set-up of project %s from Redis: %s", project, exc)
+            return ProjectSetup()
+        setup = ProjectSetup(record or SetupRecord())
+        self._setups[project] = setup
+        return setup
+
+    def thresholds(self, project: str | None) -> Thresholds:
+        """Thresholds of a project: ``extra_params`` win over the environment."""
+        extra = self.get(project).extra_params
+        return self._defaults.with_overrides(extra, context=f"project {project}: ") if extra else self._defaults

@@ -1,0 +1,1 @@
+"""HTTP routers; ``backend.service.app`` mounts them."""

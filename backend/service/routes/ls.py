@@ -1,0 +1,86 @@
+"""The Label Studio ML-backend protocol: ``/``, ``/health``, ``/setup``, ``/predict`` and ``/metrics``.
+
+Handlers stay thin: everything that can block (config parsing, Redis, downloads, inference) runs in
+the thread pool, so ``/health`` and ``/setup`` answer at once even while predictions run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import anyio
+from fastapi import APIRouter, Depends, Response
+from fastapi.concurrency import run_in_threadpool
+
+from backend.contracts.projects import optional_project_id
+from backend.contracts.setup_record import SetupRecord, parse_extra_params
+from backend.errors import LabelConfigError
+from backend.labelstudio.label_config import parse_label_config
+from backend.labelstudio.predictions import empty_prediction
+from backend.service.deps import RuntimeDep, SettingsDep, require_ls_auth
+from backend.service.schemas import HealthResponse, PredictRequest, PredictResponse, SetupRequest, SetupResponse
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["label-studio"], dependencies=[Depends(require_ls_auth)])
+
+#: ``model_class`` reported by /health.
+MODEL_CLASS = "CamtrapMegaDetector"
+#: /setup answers within this many seconds even if the project's classifier is still loading
+#: (Label Studio gives up at 3 s).
+SETUP_BUDGET_S = 2.0
+
+
+@router.get("/", response_model=HealthResponse)
+@router.get("/health", response_model=HealthResponse)
+def read_health(settings: SettingsDep, runtime: RuntimeDep) -> HealthResponse:
+    """Liveness and the default project's model version (never waits for inference)."""
+    return HealthResponse(
+        model_class=MODEL_CLASS, model_version=runtime.model_version(settings.default_project, load=False)
+    )
+
+
+@router.post("/setup", response_model=SetupResponse)
+async def create_setup(body: SetupRequest, runtime: RuntimeDep) -> SetupResponse:
+    """Check and remember the project's labeling config and extra_params; report its model version."""
+    project = optional_project_id(body.project)
+    extra_params = parse_extra_params(body.extra_params)
+    await run_in_threadpool(parse_label_config, body.label_config or "")
+    if project is None:
+        return SetupResponse(model_version=runtime.model_version(None))
+    record = SetupRecord(schema=body.label_config, extra_params=extra_params, hostname=body.hostname)
+    await run_in_threadpool(runtime.setups.remember, project, record, body.access_token)
+    version = None
+    with anyio.move_on_after(SETUP_BUDGET_S):
+        # abandon_on_cancel: the load goes on in its thread; /setup does not wait for it.
+        version = await anyio.to_thread.run_sync(runtime.model_version, project, abandon_on_cancel=True)
+    if version is None:
+        logger.info("project %s: classifier still loading; /setup reports the pointer's version", project)
+        version = runtime.model_version(project, load=False)
+    return SetupResponse(model_version=version)
+
+
+@router.post("/predict", response_model=PredictResponse)
+async def create_predictions(body: PredictRequest, runtime: RuntimeDep) -> PredictResponse:
+    """One prediction per task, in order; a task whose image fails gets an empty prediction."""
+    project = optional_project_id(body.project)
+    started = time.perf_counter()
+    try:
+        results = await run_in_threadpool(runtime.predict_tasks, body.tasks, project, body.label_config)
+    except LabelConfigError:
+        raise
+    except Exception:
+        logger.exception("prediction of %d tasks of project %s failed", len(body.tasks), project)
+        version = runtime.model_version(project, load=False)
+        runtime.metrics.tasks.labels("predict", "failed").inc(len(body.tasks))
+        results = [empty_prediction(version) for _ in body.tasks]
+    runtime.metrics.request_seconds.labels("predict").observe(time.perf_counter() - started)
+    return PredictResponse(results=results)
+
+
+@router.get("/metrics", response_class=Response)
+def read_metrics(runtime: RuntimeDep) -> Response:
+    """Prometheus metrics of this process."""
+    content, media_type = runtime.metrics.render()
+    return Response(content, media_type=media_type)

@@ -1,0 +1,58 @@
+"""Confidence thresholds of one project: the settings' defaults, overridden by its ``extra_params``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+from backend.config import Settings
+
+logger = logging.getLogger(__name__)
+
+#: ``extra_params`` keys that override a threshold for one project, and the field each one sets.
+THRESHOLD_PARAMS = {
+    "detection_threshold": "detection",
+    "classify_threshold": "classify",
+    "show_threshold": "show",
+    "species_threshold": "species",
+}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Confidence thresholds; their defaults live in the settings only (``DETECTION_THRESHOLD``...)."""
+
+    detection: float
+    """Detections kept at all (and written to MegaDetector JSON)."""
+    classify: float
+    """Animal boxes at or above this are cropped and classified."""
+    show: float
+    """Boxes at or above this are sent to Label Studio."""
+    species: float
+    """A species guess below this classifier score is not emitted."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Thresholds:
+        return cls(
+            detection=settings.detection_threshold,
+            classify=settings.classify_threshold,
+            show=settings.show_threshold,
+            species=settings.species_threshold,
+        )
+
+    def with_overrides(self, extra_params: dict[str, Any], *, context: str = "") -> Thresholds:
+        """These thresholds with the valid ``*_threshold`` values of ``extra_params`` on top (others logged)."""
+        values: dict[str, float] = {}
+        for key, name in THRESHOLD_PARAMS.items():
+            if key not in extra_params:
+                continue
+            try:
+                value = float(extra_params[key])
+            except (TypeError, ValueError):
+                value = -1.0
+            if 0.0 <= value <= 1.0:
+                values[name] = value
+            else:
+                logger.warning("%signoring extra_params %s=%r (need 0..1)", context, key, extra_params[key])
+        return replace(self, **values)
