@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import redis
 
@@ -42,9 +43,33 @@ _OVERRIDES = {
 }
 
 
+TRAIN_HELP = """Train a species classifier now, in this process, with the same code a training job runs.
+
+From files (no server needed): camtrap train BASE, where BASE holds
+  label_studio.json + label_config.xml + images/   a Label Studio JSON export, its labeling config
+                                                   and the task images (found by file name)
+Outputs go to BASE/logs/: label_correspondance.json, metrics.json, confusion_matrix.png, TensorBoard
+event files, and the model bundle under logs/models/ (a later run is gated against it).
+
+From Label Studio: camtrap train --project N (LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY), which promotes
+the new model for the service when it beats the served one.
+
+Examples:
+  camtrap train ./season-2026 --epochs 20
+  camtrap train --project 7
+"""
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``train``; each one left out keeps the value from the environment."""
-    parser.add_argument("--project", required=True, help="Label Studio project id")
+    parser.add_argument(
+        "base",
+        nargs="?",
+        type=Path,
+        metavar="BASE",
+        help="a training folder (see below); give BASE or --project, not both",
+    )
+    parser.add_argument("--project", help="Label Studio project id: train from its annotations in Label Studio")
     # Model
     parser.add_argument("--backbone", help="torchvision model name (default: TRAIN_BACKBONE, efficientnet_b0)")
     parser.add_argument("--input-size", type=int, help="network input in pixels (default: TRAIN_IMAGE_SIZE, 224)")
@@ -79,15 +104,22 @@ def run_train(args: argparse.Namespace) -> int:
     """Run one training now and write its outcome to stdout as JSON; 1 on a training error."""
     from trainer.config import TrainConfig
     from trainer.errors import TrainerError
-    from trainer.pipeline import run_training
+    from trainer.pipeline import run_training, train_folder
 
     settings = get_settings()
     overrides = {field: getattr(args, dest) for dest, field in _OVERRIDES.items() if getattr(args, dest) is not None}
     config = TrainConfig.from_settings(settings, **overrides)
-    connection = None if args.no_redis else _redis_or_none(settings.effective_redis_url)
-    job_id = f"cli-{args.project}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    if (args.base is None) == (args.project is None):
+        logger.error("give a training folder BASE or --project N (one of them): camtrap train --help")
+        return 2
+    stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%S}"
     try:
-        outcome = run_training(args.project, settings=settings, config=config, job_id=job_id, connection=connection)
+        if args.base is not None:
+            outcome = train_folder(args.base, settings=settings, config=config, job_id=f"cli-folder-{stamp}")
+        else:
+            connection = None if args.no_redis else _redis_or_none(settings.effective_redis_url)
+            job_id = f"cli-{args.project}-{stamp}"
+            outcome = run_training(args.project, settings=settings, config=config, job_id=job_id, connection=connection)
     except TrainerError as exc:
         logger.error("%s", exc)
         return 1
@@ -130,7 +162,13 @@ def run_worker_command(args: argparse.Namespace) -> int:
 
 
 COMMANDS = [
-    Command("train", "train a project's species classifier now, in this process", add_train_arguments, run_train),
+    Command(
+        "train",
+        "train a species classifier now, in this process: from a folder of files, or a Label Studio project",
+        add_train_arguments,
+        run_train,
+        description=TRAIN_HELP,
+    ),
     Command(
         "worker",
         "run the RQ worker for training and bulk pre-annotation jobs",

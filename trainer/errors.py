@@ -5,6 +5,8 @@
     TrainerError
      ├── ExportError          Label Studio did not give us the project's annotations (unreachable, auth, HTTP)
      ├── EmptyDatasetError    too few usable labelled crops to train (the message gives the counts)
+     ├── FolderLayoutError    a training folder (camtrap train BASE) is not laid out as expected, or a file in
+     │                        it is malformed (the message names the file, the line and what was expected)
      └── WorkerLostError      the worker process that started the job died; the orphaned job stops itself
 
 A model the gate refuses is not an error: it is written as a ``rejected`` bundle (``publish.py``).
@@ -21,6 +23,10 @@ class ExportError(TrainerError):
 
 class EmptyDatasetError(TrainerError):
     """Not enough labelled crops (or species) to train and evaluate a classifier."""
+
+
+class FolderLayoutError(TrainerError):
+    """A training folder or one of its files is not what ``camtrap train BASE`` reads."""
 
 
 class WorkerLostError(TrainerError):

@@ -97,16 +97,28 @@ def export_project(
     )
     if not isinstance(raw, list):
         raise ExportError(f"Label Studio at {base_url} answered the export of project {project} with a non-list body")
+    exported = parse_export(raw, label_config, project=project, location_fields=location_fields)
+    logger.info("exported project %s: %s", project, exported.counts())
+    return exported
+
+
+def parse_export(
+    raw: Sequence[Any], label_config: str, *, project: str, location_fields: Sequence[str]
+) -> ExportedProject:
+    """A Label Studio JSON export (a list of task objects) -> the labelled tasks, with skip reasons.
+
+    The one reader of exports: the training job (through :func:`export_project`) and
+    ``camtrap train BASE`` (``BASE/label_studio.json``) both use it.
+    """
     mapping = _read_config(label_config)
     exported = ExportedProject(project=project, label_config=label_config, tasks=[])
     for task in raw:
-        labeled, reason = parse_task(task, mapping, location_fields)
+        labeled, reason = parse_task(task, mapping, location_fields) if isinstance(task, dict) else (None, "not_a_task")
         if labeled is None:
             exported.skipped[reason] += 1
         else:
             exported.tasks.append(labeled)
     exported.tasks.sort(key=lambda t: t.task_id)
-    logger.info("exported project %s: %s", project, exported.counts())
     return exported
 
 

@@ -22,7 +22,7 @@ from backend.labelstudio.client import LabelStudioClient
 from backend.vision.categories import ANIMAL_CATEGORY
 from trainer.card import render_card
 from trainer.config import TrainConfig
-from trainer.crops import Crop, CropSet, TopBox, build_crops, download_images
+from trainer.crops import Crop, CropSet, Fetch, TopBox, build_crops, download_images
 from trainer.errors import EmptyDatasetError
 from trainer.evaluate import Evaluation, evaluate_network, evaluate_served, plot_confusion
 from trainer.export import ExportedProject, export_project
@@ -90,14 +90,102 @@ def run_training(
     client = client or make_client(settings, connection, keys, project)
     try:
         exported = _export(project, client, config, progress)
-        crops = _crops(exported, client, settings, config, run_dir, progress, top_box)
+        crops = _crops(exported, client.fetch_image, settings, config, run_dir, progress, top_box)
     finally:
         if own_client:
             client.close()
+    return learn_and_publish(
+        exported,
+        crops,
+        project=project,
+        models_dir=settings.models_dir,
+        config=config,
+        job_id=job_id,
+        run_dir=run_dir,
+        connection=connection,
+        keys=keys,
+        progress=progress,
+    )
+
+
+def train_folder(
+    base: Path,
+    *,
+    settings: Settings,
+    config: TrainConfig,
+    job_id: str,
+    progress: Progress | None = None,
+    top_box: TopBox | None = None,
+) -> TrainOutcome:
+    """``camtrap train BASE``: the same training as a Label Studio project, from files alone.
+
+    The data is read by :func:`trainer.folder.read_folder` (a Label Studio JSON export, or a crops
+    folder with a Label Studio CSV export or a ``labels.csv``); everything after that is the very code
+    a training job runs. Bundles, the pointer and the gate live under ``BASE/logs/models/`` (project
+    :data:`~trainer.folder.FOLDER_PROJECT`), so a second run is gated against the first; the files
+    users of the recipe expect (:func:`trainer.folder.write_recipe_files`) are written to ``BASE/logs/``.
+
+    Raises:
+        FolderLayoutError: ``BASE`` is not one of the layouts, or a file in it is malformed.
+        EmptyDatasetError: not enough labelled crops or species.
+    """
+    from trainer.folder import FOLDER_PROJECT, read_folder, write_recipe_files
+
+    progress = progress or Progress()
+    logs = base / "logs"
+    run_dir = _fresh_dir(logs / "runs" / job_id)
+    progress.stage(Stage.EXPORTING, detail=f"reading {base}")
+    dataset = read_folder(base, location_fields=config.location_fields)
+    progress.update(counts=dataset.exported.counts(), layout=dataset.layout)
+    crops = _crops(dataset.exported, dataset.fetch, settings, config, run_dir, progress, top_box)
+    outcome = learn_and_publish(
+        dataset.exported,
+        crops,
+        project=FOLDER_PROJECT,
+        models_dir=logs / "models",
+        config=config,
+        job_id=job_id,
+        run_dir=run_dir,
+        connection=None,
+        keys=RedisKeys(settings.redis_prefix),
+        progress=progress,
+    )
+    write_recipe_files(Path(outcome.bundle), logs)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return outcome
+
+
+def learn_and_publish(
+    exported: ExportedProject,
+    crops: CropSet,
+    *,
+    project: str,
+    models_dir: Path,
+    config: TrainConfig,
+    job_id: str,
+    run_dir: Path,
+    connection: redis.Redis | None,
+    keys: RedisKeys,
+    progress: Progress,
+) -> TrainOutcome:
+    """Split, train, evaluate (new and served model), write the bundle, gate it: the core of every run.
+
+    Args:
+        exported: The labelled tasks (from Label Studio or from a folder).
+        crops: Their crops, written under ``run_dir``.
+        project: The bundle's project (the pointer and the served model it is gated against).
+        models_dir: Where bundles and pointers live (``DATA_DIR/models``, or ``BASE/logs/models``).
+        config: Hyper-parameters and data rules.
+        job_id: Names the bundle's staging directory.
+        run_dir: The run's scratch directory (TensorBoard files, the confusion matrix).
+        connection: Redis, for the promotion announcement (None: the pointer file only).
+        keys: Redis key names.
+        progress: Where progress goes.
+    """
     split, rare = _split(crops, config, progress)
     fitted = _train(split, config, run_dir, progress)
-    served_version = registry.read_current(settings.models_dir, project)
-    test, served, note = _evaluate(fitted, split, config, settings, project, served_version, run_dir, progress)
+    served_version = registry.read_current(models_dir, project)
+    test, served, note = _evaluate(fitted, split, config, models_dir, project, served_version, run_dir, progress)
 
     progress.stage(Stage.PUBLISHING)
     decision = decide(
@@ -127,7 +215,7 @@ def run_training(
         run_dir / "confusion_matrix.png",
         run_dir / "tensorboard",
     )
-    path = publish(settings.models_dir, manifest, files, connection=connection, keys=keys)
+    path = publish(models_dir, manifest, files, connection=connection, keys=keys)
     outcome = TrainOutcome(
         project,
         manifest.version,
@@ -168,7 +256,7 @@ def _export(project: str, client: LabelStudioClient, config: TrainConfig, progre
 
 def _crops(
     exported: ExportedProject,
-    client: LabelStudioClient,
+    fetch: Fetch,
     settings: Settings,
     config: TrainConfig,
     run_dir: Path,
@@ -179,7 +267,7 @@ def _crops(
     progress.stage(Stage.DOWNLOADING, total=len(tasks), done=0)
     ok = download_images(
         tasks,
-        client.fetch_image,
+        fetch,
         concurrency=settings.download_concurrency,
         on_progress=lambda done, total: progress.update(done=done, total=total),
     )
@@ -194,7 +282,7 @@ def _crops(
         top_box = detector_top_box(settings)
     crops = build_crops(
         tasks,
-        client.fetch_image,
+        fetch,
         out_dir=run_dir / "crops",
         max_side=config.max_crop_side,
         max_pixels=settings.max_image_pixels,
@@ -261,7 +349,7 @@ def _evaluate(
     fitted: FitResult,
     split: SplitResult,
     config: TrainConfig,
-    settings: Settings,
+    models_dir: Path,
     project: str,
     served_version: str | None,
     run_dir: Path,
@@ -274,7 +362,7 @@ def _evaluate(
     served, note = None, "no model served"
     if served_version is not None:
         served, note = evaluate_served(
-            bundle_dir(settings.models_dir, project, served_version), test_crops, split.labels, config.device
+            bundle_dir(models_dir, project, served_version), test_crops, split.labels, config.device
         )
     progress.update(test_macro_f1=round(test.macro_f1, 5), served_macro_f1=served.macro_f1 if served else None)
     return test, served, note
