@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from backend.contracts.bundle import Preprocessing
 from backend.errors import ImageAccessError
 from backend.vision.crop import crop_square
 from backend.vision.decode import decode_image
@@ -22,16 +23,17 @@ def photo_bytes(ena24_dir: Path) -> bytes:
     return (ena24_dir / "2480.jpg").read_bytes()
 
 
-def _build(tasks, files, tmp_path, top_box=None, max_side=10_000):
+def _build(tasks, files, tmp_path, top_box=None, input_size=1024, **options):
     return build_crops(
         tasks,
         lambda ref, task_id: files[ref],
         out_dir=tmp_path / "crops",
-        max_side=max_side,
+        preprocessing=Preprocessing(input_size=input_size),
         max_pixels=10**9,
         top_box=top_box,
         concurrency=2,
         on_progress=lambda done, total: None,
+        **options,
     )
 
 
@@ -47,9 +49,9 @@ def test_build_crops_cuts_human_boxes_with_the_inference_crop(tmp_path, photo_by
 
 def test_build_crops_downscales_large_crops_to_the_stored_size(tmp_path, photo_bytes):
     task = LabeledTask(1, "a.jpg", None, (LabeledBox(BOX, "Virginia Opossum"),))
-    [crop] = _build([task], {"a.jpg": photo_bytes}, tmp_path, max_side=64).crops
+    [crop] = _build([task], {"a.jpg": photo_bytes}, tmp_path, input_size=32).crops
     with Image.open(crop.path) as saved:
-        assert saved.size == (64, 64)
+        assert saved.size == (64, 64), "stored after the crop rule's first step: twice the input size"
 
 
 @pytest.mark.parametrize(

@@ -37,15 +37,18 @@ def test_parse_task_keeps_an_image_level_species_for_the_detector():
     assert labeled.image_species == "Chicken"
 
 
+def _status(value: str) -> dict:
+    return {"id": "x", "type": "choices", "from_name": "status", "to_name": "image", "value": {"choices": [value]}}
+
+
 def test_parse_task_ignores_image_level_choices_that_are_not_species():
-    annotation = {
-        "id": 1,
-        "result": [
-            {"id": "x", "type": "choices", "from_name": "status", "to_name": "image", "value": {"choices": ["empty"]}}
-        ],
-    }
-    labeled, reason = parse_task(_task([annotation]), INFO, LOCATIONS)
+    labeled, reason = parse_task(_task([{"id": 1, "result": [_status("needs review")]}]), INFO, LOCATIONS)
     assert labeled is None and reason == "no_species"
+
+
+def test_parse_task_keeps_a_photo_marked_empty_for_blank_crops():
+    labeled, reason = parse_task(_task([{"id": 1, "result": [_status("empty")]}]), INFO, LOCATIONS)
+    assert reason == "" and labeled.empty and labeled.boxes == () and labeled.image_species is None
 
 
 def test_parse_task_gives_unlabelled_boxes_the_image_level_species():

@@ -41,6 +41,8 @@ def test_run_training_promotes_the_first_model_and_refuses_a_worse_one(ls_settin
     assert progress.stages == [s.value for s in Stage if s != Stage.QUEUED]
     assert progress.epochs == [1, 2, 3, 4]
     assert first.status == "promoted" and first.served_version is None
+    assert first.reason.startswith("first model: ") and "majority class" in first.reason
+    assert first.grouping == "location"
     assert first.macro_f1 > 0.6, "the synthetic colors should be learnt"
     models = ls_settings.models_dir
     assert registry.read_current(models, "2") == first.version
@@ -51,7 +53,7 @@ def test_run_training_promotes_the_first_model_and_refuses_a_worse_one(ls_settin
     worse = run_training(
         "2",
         settings=ls_settings,
-        config=replace(tiny_config, learning_rate=0.0),
+        config=replace(tiny_config, learning_rate=0.0, gate_min_test_per_class=2),
         job_id="job-b",
         connection=redis_client,
     )
