@@ -41,6 +41,7 @@ def fit_calibration(logits: torch.Tensor, targets: Sequence[int], train_counts: 
         targets: Their class indices.
         train_counts: Training crops per class (the class prior of the project); each must be >= 1.
     """
+    logits = logits.detach().clone().float()  # may come from inference mode, which autograd refuses
     target = torch.as_tensor(list(targets), dtype=torch.long)
     counts = torch.as_tensor(list(train_counts), dtype=torch.float32)
     log_prior = (counts / counts.sum()).log()

@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 #: A run needs at least this many species after the rare ones are dropped.
 MIN_SPECIES = 2
+#: Fewer validation crops than this and the calibration is not fitted (it would fit noise).
+MIN_CALIBRATION_CROPS = 10
 
 
 @dataclass(frozen=True)
@@ -389,6 +391,9 @@ def _calibrate(
     """Fit the calibration on the validation split; the new model as it will be served, and a report."""
     raw = new_classifier(fitted.state_dict, manifest, device)
     val = split.splits[Split.VAL]
+    if len(val) < MIN_CALIBRATION_CROPS:
+        logger.warning("only %d validation crops: no calibration (needs %d)", len(val), MIN_CALIBRATION_CROPS)
+        return raw, {"skipped": f"only {len(val)} validation crops (needs {MIN_CALIBRATION_CROPS})"}
     index = {label: i for i, label in enumerate(split.labels)}
     train_counts = [0] * len(split.labels)
     for crop in split.splits[Split.TRAIN]:

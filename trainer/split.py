@@ -11,11 +11,15 @@ Three rules keep a run usable, each recorded in the report (and the card):
    (``split_inside``), so a species seen at one or two cameras is still learnt and tested;
 2. a species whose units all fell in val/test gets its unit nearest to the training share moved to
    training (``moved``): every species keeps at least one training unit;
-3. an empty validation or test split takes the training unit nearest to it that is not some species'
-   only one (``moved``); when there is none the run stops with a clear error.
+3. an empty test split takes the training unit nearest to it that is not some species' only one
+   (``moved``); an empty validation split takes whole sequences out of the training units, by the hash
+   of their key (``validation_inside_training_units``: early stopping and calibration then see known
+   places), and only when none can be taken, a unit as for test. When nothing can be taken the run
+   stops with a clear error.
 
 The moved units are the only ones whose split can change between runs; the gate never scores a model on
-a photo or unit its served predecessor trained on anyway (``trainer.gate``, through ``split.json``).
+a photo or unit its served predecessor trained or validated on anyway (``trainer.gate``, through
+``split.json``).
 
 Species with fewer than ``MIN_EXAMPLES_PER_CLASS`` crops are merged into ``OTHER_LABEL`` (``other`` by
 default; dropped when it is unset), before splitting.
@@ -71,6 +75,8 @@ class SplitResult:
     """Unit key -> split."""
     unit_of: dict[Crop, str] = field(default_factory=dict)
     """Crop -> its unit key."""
+    split_of: dict[Crop, Split] = field(default_factory=dict)
+    """Crop -> its split (its unit's, but for validation photos carved out of training units)."""
     report: dict = field(default_factory=dict)
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -80,8 +86,8 @@ class SplitResult:
     def record(self, project: str, sequence_gap_s: float) -> dict:
         """The content of ``split.json``: which unit and photo went where, and how units were made."""
         photos: dict[str, set[str]] = defaultdict(set)
-        for crop, key in self.unit_of.items():
-            photos[crop.photo].add(self.units[key].value)
+        for crop, split in self.split_of.items():
+            photos[crop.photo].add(split.value)
         return {
             "format_version": SPLIT_FORMAT,
             "project": project,
@@ -91,6 +97,7 @@ class SplitResult:
             "photos": {photo: sorted(splits) for photo, splits in sorted(photos.items())},
             "split_inside": self.report.get("split_inside", {}),
             "moved": self.report.get("moved", {}),
+            "validation_inside_training_units": self.report.get("validation_inside_training_units", 0),
         }
 
 
@@ -148,11 +155,15 @@ def split_crops(
     units = {key: hashed_split(value[key], val_fraction, test_fraction) for key in keys}
     moved: dict[str, str] = {}
     _every_species_trains(crops, unit_of, units, value, moved)
-    for wanted in (Split.TEST, Split.VAL):
-        _fill_empty(wanted, crops, unit_of, units, value, moved)
+    _fill_empty(Split.TEST, crops, unit_of, units, value, moved)
+    split_of = {crop: units[unit_of[crop]] for crop in crops}
+    carved = _carve_validation(crops, split_of, project, val_fraction, sequence_gap_s)
+    if not carved:
+        _fill_empty(Split.VAL, crops, unit_of, units, value, moved)
+        split_of = {crop: units[unit_of[crop]] for crop in crops}
     splits: dict[Split, list[Crop]] = {s: [] for s in Split}
     for crop in crops:
-        target = units[unit_of[crop]]
+        target = split_of[crop]
         if target is Split.TRAIN or not crop.train_only:
             splits[target].append(crop)
     for s in Split:
@@ -164,8 +175,9 @@ def split_crops(
         "unit_kinds": dict(sorted(Counter(unit_kind(k) for k in keys).items())),
         "split_inside": inside,
         "moved": moved,
+        "validation_inside_training_units": carved,
     }
-    result = SplitResult(splits, labels, grouping, units, dict(unit_of), report)
+    result = SplitResult(splits, labels, grouping, units, dict(unit_of), split_of, report)
     logger.info("split by %s: %s", grouping, result.counts())
     return result
 
@@ -220,6 +232,43 @@ def _every_species_trains(
         logger.info("species %r has no training unit: %s moved from %s to train", species, key, units[key].value)
         moved[key] = f"{units[key].value}->train"
         units[key] = Split.TRAIN
+
+
+def _carve_validation(
+    crops: Sequence[Crop], split_of: dict[Crop, Split], project: str, val_fraction: float, gap_s: float
+) -> int:
+    """With no validation unit, take validation photos out of the training units, by their sequence's hash.
+
+    Stable as data grows (a sequence's hash never changes) and it moves no unit; a sequence is taken
+    whole, and only when every species in it has at least 3 training sequences.
+
+    Returns:
+        How many crops became validation crops (0: none could).
+    """
+    if any(split is Split.VAL for crop, split in split_of.items() if not crop.train_only):
+        return 0
+    sequences = sequence_keys(crops, gap_s)
+    training = [c for c in crops if split_of[c] is Split.TRAIN]
+    per_species: dict[str, set[str]] = defaultdict(set)
+    for crop in training:
+        per_species[crop.label].add(sequences[crop.photo])
+    chosen = {
+        key
+        for keys in per_species.values()
+        if len(keys) >= MIN_UNITS_PER_SPECIES
+        for key in keys
+        if unit_value(project, f"validation|{key}") < val_fraction
+    }
+    ineligible = {key for label, keys in per_species.items() if len(keys) < MIN_UNITS_PER_SPECIES for key in keys}
+    chosen -= ineligible  # a sequence moves whole, and never with a species' scarce training photos
+    carved = 0
+    for crop in training:
+        if sequences[crop.photo] in chosen:
+            split_of[crop] = Split.VAL
+            carved += 0 if crop.train_only else 1
+    if carved:
+        logger.info("no validation unit: %d crops of training units' sequences held out for validation", carved)
+    return carved
 
 
 def _fill_empty(
