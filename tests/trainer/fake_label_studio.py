@@ -156,6 +156,11 @@ class FakeProject:
                 raise HTTPException(404, "not found")
             return FileResponse(path)
 
+        @app.get("/api/predictions/")
+        def list_predictions(request: Request, project: int | None = None) -> list[dict]:
+            check(request)
+            return [{"id": i + 1, **p} for i, p in enumerate(self.predictions) if project in (None, p.get("project"))]
+
         @app.post("/api/predictions/")
         @app.post("/api/predictions")
         async def predictions(request: Request) -> dict:

@@ -10,6 +10,7 @@ import pytest
 from backend.contracts import registry
 from backend.contracts.bundle import BundleStatus, bundle_dir, list_bundles, read_manifest
 from backend.vision.classifier import SpeciesClassifier
+from tests.backend.bundles import write_bundle
 from trainer.errors import EmptyDatasetError
 from trainer.pipeline import run_training
 from trainer.progress import Progress, Stage
@@ -75,3 +76,19 @@ def test_run_training_refuses_a_project_with_too_few_examples_per_species(ls_set
     with pytest.raises(EmptyDatasetError, match="MIN_EXAMPLES_PER_CLASS"):
         run_training("2", settings=ls_settings, config=config, job_id="job-c", connection=None)
     assert list_bundles(ls_settings.models_dir, "2") == []
+
+
+def test_a_served_bundle_without_a_recorded_split_is_not_compared_and_the_new_model_is_rejected(
+    ls_settings, tiny_config
+):
+    """An upgrade: the served bundle predates split.json, so which photos it trained on is unknown."""
+    models = ls_settings.models_dir
+    write_bundle(models, "2", "p2-old", favourite="Red Deer", labels=["Blue Jay", "Green Frog", "Red Deer"])
+    registry.write_current(models, "2", "p2-old")
+    outcome = run_training("2", settings=ls_settings, config=tiny_config, job_id="job-d", connection=None)
+    assert outcome.status == "rejected"
+    assert outcome.reason.startswith("not comparable with the served model p2-old: its bundle records no split.json")
+    assert "promote it by hand" in outcome.reason
+    assert outcome.served_macro_f1 is None and outcome.gate["comparable"] is False
+    assert registry.read_current(models, "2") == "p2-old"
+    assert read_manifest(bundle_dir(models, "2", outcome.version)).status == BundleStatus.REJECTED
