@@ -221,7 +221,7 @@ def learn_and_publish(
     calibration["ece_after"] = round(_ece(scored.probabilities, test_crops, split.labels), 5)
     test = evaluate(scored, test_crops, split.labels)
     plot_confusion(test, run_dir / "confusion_matrix.png", f"project {project}: test split ({test.count} crops)")
-    decision, served = _gate(scored, split, config, models_dir, project, served_version)
+    decision, served, compared = _gate(scored, split, config, models_dir, project, served_version)
     progress.update(test_macro_f1=round(test.macro_f1, 5), served_macro_f1=served.macro_f1 if served else None)
 
     progress.stage(Stage.PUBLISHING)
@@ -424,21 +424,22 @@ def _gate(
     models_dir: Path,
     project: str,
     served_version: str | None,
-) -> tuple[GateDecision, Evaluation | None]:
-    """The gate's decision and, when it could compare, the served model's scores on the compared crops."""
+) -> tuple[GateDecision, Evaluation | None, list[str]]:
+    """The gate's decision, the served model's scores on the crops it was compared on, and their photos."""
     rules = GateRules(config.gate_min_test_per_class, config.gate_confidence, config.promotion_min_gain)
     test = split.splits[Split.TEST]
     if served_version is None:
         train_labels = [c.label for c in split.splits[Split.TRAIN] if not c.train_only]
-        return decide_first([c.label for c in test], scored.predicted, train_labels, rules), None
+        decision = decide_first([c.label for c in test], scored.predicted, train_labels, rules)
+        return decision, None, sorted({c.photo for c in test})
     bundle = bundle_dir(models_dir, project, served_version)
     served, why = load_served(bundle, config.device)
     if served is None:
-        return not_comparable(served_version, why), None
+        return not_comparable(served_version, why), None, []
     try:
         record = read_split(bundle)
     except BundleError as exc:
-        return not_comparable(served_version, f"its split.json cannot be read ({exc})"), None
+        return not_comparable(served_version, f"its split.json cannot be read ({exc})"), None, []
     if record is None:
         return (
             not_comparable(
@@ -447,6 +448,7 @@ def _gate(
                 "trained on is unknown",
             ),
             None,
+            [],
         )
     kept, excluded = unseen_by(test, split.unit_of, record)
     position = {id(c): i for i, c in enumerate(test)}
@@ -462,7 +464,8 @@ def _gate(
         excluded,
         rules,
     )
-    return decision, evaluate(served_scored, kept, split.labels) if kept else None
+    compared = sorted({c.photo for c in kept if c.label in decision.comparison.get("species", ())})
+    return decision, evaluate(served_scored, kept, split.labels) if kept else None, compared
 
 
 def detector_top_box(settings: Settings) -> TopBox:
