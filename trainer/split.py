@@ -11,11 +11,12 @@ Three rules keep a run usable, each recorded in the report (and the card):
    (``split_inside``), so a species seen at one or two cameras is still learnt and tested;
 2. a species whose units all fell in val/test gets its unit nearest to the training share moved to
    training (``moved``): every species keeps at least one training unit;
-3. an empty test split takes the training unit nearest to it that is not some species' only one
-   (``moved``); an empty validation split takes whole sequences out of the training units, by the hash
-   of their key (``validation_inside_training_units``: early stopping and calibration then see known
-   places), and only when none can be taken, a unit as for test. When nothing can be taken the run
-   stops with a clear error.
+3. an empty test split takes the unit nearest to its share that training (not some species' only
+   training unit) or validation (when it has two or more) can spare (``moved``); an empty validation
+   split takes whole sequences out of the training units, by the hash of their key
+   (``validation_inside_training_units``: early stopping and calibration then see known places), and
+   only when none can be taken, a unit as for test (from training or test). When nothing can be taken
+   the run stops with a clear error.
 
 The moved units are the only ones whose split can change between runs; the gate never scores a model on
 a photo or unit its served predecessor trained or validated on anyway (``trainer.gate``, through
@@ -155,11 +156,12 @@ def split_crops(
     units = {key: hashed_split(value[key], val_fraction, test_fraction) for key in keys}
     moved: dict[str, str] = {}
     _every_species_trains(crops, unit_of, units, value, moved)
-    _fill_empty(Split.TEST, crops, unit_of, units, value, moved)
+    _fill_empty(Split.TEST, crops, unit_of, units, value, (0.0, test_fraction), moved)
     split_of = {crop: units[unit_of[crop]] for crop in crops}
     carved = _carve_validation(crops, split_of, project, val_fraction, sequence_gap_s)
     if not carved:
-        _fill_empty(Split.VAL, crops, unit_of, units, value, moved)
+        bounds = (test_fraction, test_fraction + val_fraction)
+        _fill_empty(Split.VAL, crops, unit_of, units, value, bounds, moved)
         split_of = {crop: units[unit_of[crop]] for crop in crops}
     splits: dict[Split, list[Crop]] = {s: [] for s in Split}
     for crop in crops:
@@ -277,8 +279,13 @@ def _fill_empty(
     unit_of: dict[Crop, str],
     units: dict[str, Split],
     value: dict[str, float],
+    bounds: tuple[float, float],
     moved: dict,
 ) -> None:
+    """Give an empty split the unit nearest to its hash interval ``bounds`` that another split can spare.
+
+    Training spares a unit that is no species' only training unit; validation or test spare one of two or more.
+    """
     evaluated = [c for c in crops if not c.train_only]
     if any(units[unit_of[c]] is wanted for c in evaluated):
         return
@@ -287,16 +294,25 @@ def _fill_empty(
         if units[unit_of[crop]] is Split.TRAIN:
             train_units[crop.label].add(unit_of[crop])
     sole = {next(iter(keys)) for keys in train_units.values() if len(keys) == 1}
-    candidates = sorted(
-        {unit_of[c] for c in evaluated if units[unit_of[c]] is Split.TRAIN} - sole, key=lambda k: (value[k], k)
-    )
-    if not candidates:
+    held: dict[Split, set[str]] = defaultdict(set)
+    for crop in evaluated:
+        held[units[unit_of[crop]]].add(unit_of[crop])
+    spare = held[Split.TRAIN] - sole
+    for donor in (Split.VAL, Split.TEST):
+        if donor is not wanted and len(held[donor]) >= 2:
+            spare |= held[donor]
+    low, high = bounds
+
+    def distance(key: str) -> tuple[float, str]:
+        return (max(low - value[key], value[key] - high, 0.0), key)
+
+    if not spare:
         total = len({unit_of[c] for c in evaluated})
         raise EmptyDatasetError(
             f"the {wanted.value} split would be empty: {total} unit(s) of photos cannot give every species a "
             "training unit and still hold some out for validation and test; label more photos, locations or sequences"
         )
-    key = candidates[0]
-    logger.info("the %s split was empty: %s moved from train", wanted.value, key)
-    moved[key] = f"train->{wanted.value}"
+    key = min(spare, key=distance)
+    logger.info("the %s split was empty: %s moved from %s", wanted.value, key, units[key].value)
+    moved[key] = f"{units[key].value}->{wanted.value}"
     units[key] = wanted
