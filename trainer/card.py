@@ -34,6 +34,8 @@ def render_card(manifest: BundleManifest, metrics: dict) -> str:
         f"units per split: {_inline(split.get('units', {}))}; unit kinds: {_inline(split.get('unit_kinds', {}))}",
         f"- species split inside themselves (fewer than 3 units): {_inline(split.get('split_inside', {}))}",
         f"- units moved so every species trains and no split is empty: {_inline(split.get('moved', {}))}",
+        f"- validation crops taken from training units' sequences (no validation unit): "
+        f"{split.get('validation_inside_training_units', 0)}",
         f"- rare species: {_inline(metrics.get('min_examples', {}))}",
         f"- labels not in the labeling config (left out): {_inline(metrics.get('export', {}).get('unmapped', {}))}",
         "",

@@ -12,7 +12,7 @@ Rules (``docs/learning.md`` explains them for project admins):
 - **Not comparable** (the served bundle cannot be loaded, records no split, or too few crops or species
   remain): ``rejected`` with the reason; a person can still promote it by hand.
 - **The first model** must beat always answering the training split's most frequent species (the
-  majority-class baseline) on its test split, by the same bootstrap rule.
+  majority-class baseline) on its test split, by the same bootstrap rule (at least two test species).
 """
 
 from __future__ import annotations
@@ -103,6 +103,13 @@ def decide_first(
     """The first model of a project: better than always answering the most frequent training species."""
     majority = Counter(train_labels).most_common(1)[0][0]
     species = sorted(set(y_true))
+    if len(species) < MIN_COMPARED_SPECIES:
+        why = f"the test split holds {len(species)} species ({len(y_true)} crops); a comparison needs 2"
+        return GateDecision(
+            False,
+            f"not comparable with the majority-class baseline: {why}; promote it by hand if you trust it",
+            {"against": "majority-class baseline", "comparable": False, "why": why},
+        )
     baseline = [majority] * len(y_true)
     gain, low, high, new, other = paired_bootstrap(y_true, predicted, baseline, species, rules)
     comparison = _figures("majority-class baseline", species, len(y_true), 0, new, other, gain, low, high, rules)

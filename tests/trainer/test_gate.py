@@ -79,6 +79,8 @@ def test_the_first_model_must_beat_the_majority_class():
     assert "'deer'" in lazy.reason
     good = decide_first(truth, truth, train, RULES)
     assert good.promote and good.reason.startswith("first model: ")
+    alone = decide_first(["fox"] * 3, ["fox"] * 3, train, RULES)
+    assert not alone.promote and "the test split holds 1 species (3 crops)" in alone.reason
 
 
 def test_unseen_by_leaves_out_photos_units_and_places_the_served_model_trained_on(make_crop):
