@@ -16,6 +16,15 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Redis used when ``REDIS_URL`` is unset; ``camtrap serve`` starts one there if none answers.
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: ``OTHER_LABEL`` value that drops rare species instead of pooling them.
+NO_OTHER_LABEL = "-"
+
+
+def no_other_label(value: str | None) -> str | None:
+    """``OTHER_LABEL`` as used: None for :data:`NO_OTHER_LABEL` (or blank), else the label."""
+    if value is None or not value.strip() or value.strip() == NO_OTHER_LABEL:
+        return None
+    return value.strip()
 
 
 class Settings(BaseSettings):
@@ -79,7 +88,7 @@ class Settings(BaseSettings):
     show_threshold: float = Field(0.2, ge=0, le=1)
     """Boxes at or above this confidence are sent to Label Studio."""
     species_threshold: float = Field(0.3, ge=0, le=1)
-    """A species guess below this classifier score is not emitted."""
+    """A species guess below this probability (calibrated for bundles that carry a calibration) is not emitted."""
 
     # --- Image access -----------------------------------------------------------------------
     image_timeout_s: float = 30.0
@@ -115,13 +124,19 @@ class Settings(BaseSettings):
     train_num_workers: int = 2
     """DataLoader worker processes."""
     min_examples_per_class: int = 5
-    """Species with fewer crops are dropped (or merged into OTHER_LABEL)."""
-    other_label: str | None = None
-    """If set, classes below ``min_examples_per_class`` are merged into this label instead of dropped."""
+    """Species with fewer crops are merged into OTHER_LABEL (dropped when it is empty)."""
+    other_label: str | None = "other"
+    """Label that species under ``MIN_EXAMPLES_PER_CLASS`` crops are pooled into; ``-`` drops them instead."""
     location_fields: Annotated[list[str], NoDecode] = ["location", "site", "camera"]
     """Task data fields (comma-separated, first present wins) that group photos for the held-out split."""
+    sequence_gap_s: float = Field(60.0, ge=0)
+    """Photos of one place taken at most this many seconds apart (EXIF DateTimeOriginal) are one sequence."""
     promotion_min_gain: float = 0.0
-    """New macro-F1 must exceed the served model's by more than this to be promoted."""
+    """The lower bound of the macro-F1 gain's GATE_CONFIDENCE interval must exceed this to promote."""
+    gate_min_test_per_class: int = Field(5, ge=1)
+    """The gate compares only species with at least this many test crops the served model never saw."""
+    gate_confidence: float = Field(0.9, gt=0, lt=1)
+    """Confidence of the gate's paired-bootstrap interval for the macro-F1 gain."""
     job_timeout_s: int = 6 * 3600
     """A training job running longer is stopped and marked failed, in seconds."""
     job_failure_ttl_s: int = 7 * 24 * 3600
@@ -138,6 +153,11 @@ class Settings(BaseSettings):
     """``cuda``, ``cpu`` or unset for CUDA when available (AMP is used on CUDA)."""
     prelabel_on_import: bool = True
     """On TASKS_CREATED, a worker predicts the new tasks and pushes the predictions to Label Studio."""
+
+    @field_validator("other_label", mode="after")
+    @classmethod
+    def _no_other_label(cls, value: str | None) -> str | None:
+        return no_other_label(value)
 
     @field_validator("allowed_image_hosts", "location_fields", mode="before")
     @classmethod

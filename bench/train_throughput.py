@@ -29,10 +29,10 @@ from torch.utils.data import DataLoader, TensorDataset
 from backend.config import Settings
 from backend.contracts.bundle import Preprocessing
 from backend.vision.classifier import build_network
-from backend.vision.crop import crop_square
+from backend.vision.crop import CROP_STORE_FACTOR, crop_square
 from backend.vision.decode import decode_image
 from tests.conftest import DEFAULT_IMAGES
-from trainer.config import CROP_STORE_FACTOR, TrainConfig
+from trainer.config import TrainConfig
 from trainer.train import amp_dtype, make_train_loader, resolve_device, seed_everything, train_one_epoch
 
 logger = logging.getLogger("bench.train_throughput")

@@ -30,8 +30,14 @@ def render_card(manifest: BundleManifest, metrics: dict) -> str:
         "",
         f"- export: {_inline(metrics.get('export', {}))}",
         f"- images and crops: {_inline(metrics.get('crops', {}))}",
-        f"- split by {split.get('grouping', '?')}, groups per split: {_inline(split.get('groups', {}))}",
+        f"- split by {split.get('grouping', '?')} (a unit's split is a hash of its key, stable as data grows), "
+        f"units per split: {_inline(split.get('units', {}))}; unit kinds: {_inline(split.get('unit_kinds', {}))}",
+        f"- species split inside themselves (fewer than 3 units): {_inline(split.get('split_inside', {}))}",
+        f"- units moved so every species trains and no split is empty: {_inline(split.get('moved', {}))}",
+        f"- validation crops taken from training units' sequences (no validation unit): "
+        f"{split.get('validation_inside_training_units', 0)}",
         f"- rare species: {_inline(metrics.get('min_examples', {}))}",
+        f"- labels not in the labeling config (left out): {_inline(metrics.get('export', {}).get('unmapped', {}))}",
         "",
         "| species | train | val | test |",
         "|---|---:|---:|---:|",
@@ -46,6 +52,8 @@ def render_card(manifest: BundleManifest, metrics: dict) -> str:
         "",
         f"- top-1 {test.get('top1', 0):.4f}, macro-F1 {test.get('macro_f1', 0):.4f} on {test.get('count', 0)} crops",
         f"- served model on the same crops: {_served_line(served)}",
+        f"- gate: {_gate_line(metrics.get('gate') or {})}",
+        f"- calibration: {_calibration_line(metrics.get('calibration') or {})}",
         "",
         "| species | precision | recall | F1 | support |",
         "|---|---:|---:|---:|---:|",
@@ -67,8 +75,9 @@ def render_card(manifest: BundleManifest, metrics: dict) -> str:
         "",
         "## Limits",
         "",
-        "Scores come from locations held out of training; a split by photo (see above) overestimates them. "
-        "Crops are cut around human boxes, or around the top MegaDetector box for photos labelled as a whole.",
+        "Scores come from units of photos held out of training; a split by sequence or photo (see above) "
+        "overestimates what a new camera would see. Crops are cut around human boxes, or around the top "
+        "MegaDetector box for photos labelled as a whole; training also sees jittered and MegaDetector boxes.",
         "",
     ]
     return "\n".join(lines)
@@ -76,6 +85,28 @@ def render_card(manifest: BundleManifest, metrics: dict) -> str:
 
 def _inline(mapping: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in mapping.items()) or "none"
+
+
+def _gate_line(gate: dict) -> str:
+    if not gate.get("comparable"):
+        return gate.get("why") or "not compared"
+    low, high = gate["interval"]
+    return (
+        f"against {gate['against']} on {gate['crops']} crops of {len(gate['species'])} species "
+        f"({gate['excluded_seen_by_served']} left out as seen by the served model): macro-F1 "
+        f"{gate['new_macro_f1']:.4f} vs {gate['other_macro_f1']:.4f}, gain {gate['gain']:+.4f}, "
+        f"{gate['confidence']:.0%} interval [{low:+.4f}, {high:+.4f}]"
+    )
+
+
+def _calibration_line(calibration: dict) -> str:
+    if "skipped" in calibration:
+        return f"none ({calibration['skipped']})"
+    return (
+        f"temperature {calibration.get('temperature')}, prior correction "
+        f"{'on' if calibration.get('prior_correction') else 'off'}; expected calibration error on the test "
+        f"split {calibration.get('ece_before', 0):.4f} before, {calibration.get('ece_after', 0):.4f} after"
+    )
 
 
 def _served_line(served: dict) -> str:

@@ -40,6 +40,8 @@ _OVERRIDES = {
     "other_label": "other_label",
     "device": "device",
     "min_gain": "promotion_min_gain",
+    "gate_min_test_per_class": "gate_min_test_per_class",
+    "gate_confidence": "gate_confidence",
 }
 
 
@@ -90,8 +92,20 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cuda or cpu (default: TRAIN_DEVICE, CUDA when available)")
     # Data and gate
     parser.add_argument("--min-examples", type=int, help="per-species minimum (default: MIN_EXAMPLES_PER_CLASS, 5)")
-    parser.add_argument("--other-label", help="merge rare species into this label (default: OTHER_LABEL, drop them)")
-    parser.add_argument("--min-gain", type=float, help="promotion margin (default: PROMOTION_MIN_GAIN, 0.0)")
+    parser.add_argument(
+        "--other-label", help="pool rare species into this label, '-' drops them (default: OTHER_LABEL, other)"
+    )
+    parser.add_argument(
+        "--min-gain", type=float, help="lower bound the gain must exceed (default: PROMOTION_MIN_GAIN, 0.0)"
+    )
+    parser.add_argument(
+        "--gate-min-test-per-class",
+        type=int,
+        help="test crops per compared species (default: GATE_MIN_TEST_PER_CLASS, 5)",
+    )
+    parser.add_argument(
+        "--gate-confidence", type=float, help="bootstrap interval of the gain (default: GATE_CONFIDENCE, 0.9)"
+    )
     parser.add_argument(
         "--no-redis",
         action="store_true",

@@ -11,10 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from backend.config import Settings
-
-#: Crops are stored at most this many times the network input size (on each side), in pixels.
-CROP_STORE_FACTOR = 2
+from backend.config import Settings, no_other_label
 
 
 @dataclass(frozen=True)
@@ -44,7 +41,11 @@ class TrainConfig:
     min_examples_per_class: int
     other_label: str | None
     location_fields: tuple[str, ...]
+    sequence_gap_s: float
+    """Photos of one place at most this many seconds apart are one sequence (a split unit)."""
     promotion_min_gain: float
+    gate_min_test_per_class: int
+    gate_confidence: float
     device: str | None
     """``cuda``, ``cpu`` or None for CUDA when available."""
     imagenet_weights: bool = True
@@ -85,13 +86,18 @@ class TrainConfig:
             "min_examples_per_class": settings.min_examples_per_class,
             "other_label": settings.other_label,
             "location_fields": tuple(settings.location_fields),
+            "sequence_gap_s": settings.sequence_gap_s,
             "promotion_min_gain": settings.promotion_min_gain,
+            "gate_min_test_per_class": settings.gate_min_test_per_class,
+            "gate_confidence": settings.gate_confidence,
             "device": settings.train_device,
         }
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise ValueError(f"unknown training option(s) {unknown}; valid options are {sorted(known)}")
+        if "other_label" in overrides:
+            overrides["other_label"] = no_other_label(overrides["other_label"])
         if "location_fields" in overrides:
             overrides["location_fields"] = tuple(overrides["location_fields"])
         return cls(**{**base, **overrides})
@@ -101,8 +107,3 @@ class TrainConfig:
         data = dataclasses.asdict(self)
         data["location_fields"] = list(self.location_fields)
         return data
-
-    @property
-    def max_crop_side(self) -> int:
-        """Stored crops are downscaled to at most this side (they are resized to ``input_size`` anyway)."""
-        return CROP_STORE_FACTOR * self.input_size

@@ -1,9 +1,9 @@
-"""Held-out evaluation of the new classifier and of the one being served, on the same test crops.
+"""Held-out evaluation of the new classifier and of the one being served, through the serving code.
 
-Figures: top-1 accuracy, macro-F1 over the species present in the test split (the gate's number),
-per-species precision / recall / F1 / support, and a confusion-matrix PNG. The served model is scored
-on the very same crops through its own bundle (its own labels and preprocessing); a species it does
-not know counts as a miss, and if it knows none of the test species it is not scored at all.
+Both models are run by ``backend.vision.classifier.SpeciesClassifier`` (its crop rule's resize chain,
+its calibration, float32), the class the backend serves with. Figures: top-1 accuracy, macro-F1 over the
+species present, per-species precision / recall / F1 / support, and a confusion-matrix PNG. Which crops
+the two are compared on, and how, is the gate's business (``trainer.gate``).
 """
 
 from __future__ import annotations
@@ -17,13 +17,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from backend.contracts.bundle import Preprocessing
+from backend.contracts.bundle import BundleManifest
 from backend.errors import BundleError
 from backend.vision.classifier import SpeciesClassifier, build_network
 from backend.vision.device import resolve_device
-from trainer.config import TrainConfig
 from trainer.crops import Crop
-from trainer.train import amp_dtype, macro_f1, make_eval_loader, predict
+from trainer.train import macro_f1
 
 logger = logging.getLogger(__name__)
 
@@ -78,56 +77,50 @@ def score(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) -
     )
 
 
-def evaluate_network(
-    state_dict: dict[str, torch.Tensor],
-    crops: Sequence[Crop],
-    labels: Sequence[str],
-    preprocessing: Preprocessing,
-    config: TrainConfig,
-) -> Evaluation:
-    """Score freshly trained weights on ``crops`` with the inference preprocessing."""
-    device = resolve_device(config.device)
-    model = build_network(config.backbone, len(labels))
-    model.load_state_dict(state_dict)
-    model.to(device)
+@dataclass
+class Scored:
+    """One model's answers on a list of crops, through the serving path (crop rule, chain, calibration)."""
+
+    predicted: list[str]
+    logits: torch.Tensor
+    """Raw float32 logits ``[crops, labels]``."""
+    probabilities: torch.Tensor
+    """Calibrated probabilities (the raw softmax for a bundle without calibration)."""
+
+
+def new_classifier(
+    state_dict: dict[str, torch.Tensor], manifest: BundleManifest, device: torch.device | str
+) -> SpeciesClassifier:
+    """The freshly trained weights as the backend will load them (same class, same float32 path)."""
+    network = build_network(manifest.backbone, len(manifest.labels))
+    network.load_state_dict(state_dict)
+    return SpeciesClassifier(manifest, network, torch.device(device))
+
+
+def score_crops(classifier: SpeciesClassifier, crops: Sequence[Crop], batch_size: int = 64) -> Scored:
+    """Run ``classifier`` on stored crops exactly as serving runs it on a fresh crop (float32)."""
+    chunks = []
+    for start in range(0, len(crops), batch_size):
+        chunks.append(classifier.logits([_open(c.path) for c in crops[start : start + batch_size]], batch_size))
+    logits = torch.cat(chunks) if chunks else torch.empty((0, len(classifier.labels)))
+    probabilities = classifier.probabilities(logits)
+    predicted = [classifier.labels[i] for i in probabilities.argmax(dim=1).tolist()] if len(logits) else []
+    return Scored(predicted, logits, probabilities)
+
+
+def evaluate(scored: Scored, crops: Sequence[Crop], labels: Sequence[str]) -> Evaluation:
+    """Scores of ``scored`` (a model's answers on ``crops``) against the crops' labels, over ``labels``."""
     index = {label: i for i, label in enumerate(labels)}
-    samples = [(c.path, index[c.label]) for c in crops]
-    loader = make_eval_loader(samples, preprocessing, config, device)
-    return score([t for _, t in samples], predict(model, loader, device, amp_dtype(device)), labels)
+    return score([index[c.label] for c in crops], [index.get(p, UNKNOWN) for p in scored.predicted], labels)
 
 
-def evaluate_served(
-    bundle: Path, crops: Sequence[Crop], labels: Sequence[str], device: str | None = None
-) -> tuple[Evaluation | None, str]:
-    """Score the served bundle on the same crops, mapped onto the new label list by species name.
-
-    Returns:
-        The evaluation (None when it cannot be made) and a note saying how comparable it is.
-    """
+def load_served(bundle: Path, device: str | None) -> tuple[SpeciesClassifier | None, str]:
+    """The served bundle, or None and why it cannot be loaded."""
     try:
-        classifier = SpeciesClassifier.load(bundle, resolve_device(device))
+        return SpeciesClassifier.load(bundle, resolve_device(device)), ""
     except BundleError as exc:
         logger.warning("served model %s cannot be loaded: %s", bundle.name, exc)
-        return None, f"the served model could not be loaded: {exc}"
-    shared = set(classifier.labels) & {c.label for c in crops}
-    if not shared:
-        return None, "the served model knows none of the test species"
-    index = {label: i for i, label in enumerate(labels)}
-    predicted = []
-    for start in range(0, len(crops), 64):
-        images = [_open(c.path) for c in crops[start : start + 64]]
-        predicted += [index.get(p.label, UNKNOWN) for p in classifier.classify(images)]
-    evaluation = score([index[c.label] for c in crops], predicted, labels)
-    same = set(classifier.labels) == set(labels)
-    note = (
-        "same species list"
-        if same
-        else (
-            f"different species lists (served {len(classifier.labels)}, new {len(labels)}, shared {len(shared)}); "
-            "species the served model lacks count as misses"
-        )
-    )
-    return evaluation, note
+        return None, f"its bundle could not be loaded ({exc})"
 
 
 def plot_confusion(evaluation: Evaluation, path: Path, title: str) -> None:

@@ -2,29 +2,44 @@
 
 One Label Studio JSON export (``GET /api/projects/<id>/export?exportType=JSON``, annotated tasks
 only) becomes a list of :class:`LabeledTask`: the image reference, the task's location (the first of
-``location_fields`` present in the task data) and either boxes with a species or an image-level species.
+``location_fields`` present in the task data), boxes with a species or an image-level species, and
+what is known of blank boxes.
 
 Which annotation of a task is used: not cancelled (skips), ground truth first, then the most recently
 updated. Which controls hold the species is decided by the one labeling-config reader,
-``backend.labelstudio.label_config.read_label_config``, that serving uses too (see :func:`parse_result`).
+``backend.labelstudio.label_config.read_label_config``, that serving uses too (see :func:`parse_labels`);
+every value is mapped onto the config's choices, and values it does not know are counted and left out.
+
+Blank boxes need the MegaDetector boxes the annotator was shown: the JSON export lists a task's
+predictions by id only, so the job reads them with ``GET /api/predictions/?project=<id>`` and takes
+the one each annotation names as its ``parent_prediction`` (Label Studio's editor sets it when an
+annotation starts from a prediction).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import PurePosixPath
 from typing import Any, Protocol
 
 import httpx
 
 from backend.errors import BackendError, LabelConfigError
-from backend.labelstudio.label_config import LabelMapping, read_label_config
+from backend.labelstudio.label_config import ImageOutcome, LabelMapping, read_label_config
+from backend.labelstudio.references import reference_path
 from backend.vision.categories import ANIMAL_CATEGORY
+from trainer.boxes import BBox, best_match, ls_rectangle
 from trainer.errors import ExportError
 
 logger = logging.getLogger(__name__)
+
+#: A detector box is the same animal as a human box from this IoU on (its crop is trained on too).
+DETECTOR_MATCH_IOU = 0.5
+#: A shown detector box that no annotated rectangle overlaps this much was deleted by the annotator.
+BLANK_MAX_IOU = 0.1
 
 
 class JSONClient(Protocol):
@@ -37,13 +52,15 @@ class JSONClient(Protocol):
 class LabeledBox:
     """One human box, normalized ``[x, y, w, h]`` in [0, 1] (MegaDetector format), and its species."""
 
-    bbox: tuple[float, float, float, float]
+    bbox: BBox
     species: str
+    detector_bbox: BBox | None = None
+    """MegaDetector's box for the same animal, from the prediction the annotator started from (IoU match)."""
 
 
 @dataclass(frozen=True)
 class LabeledTask:
-    """A task whose annotation gives at least one species."""
+    """A task whose annotation gives at least one species, or marks the photo empty."""
 
     task_id: int
     image: str
@@ -51,6 +68,22 @@ class LabeledTask:
     boxes: tuple[LabeledBox, ...] = ()
     image_species: str | None = None
     """Species of the whole image, used with the top MegaDetector box when ``boxes`` is empty."""
+    empty: bool = False
+    """The annotator marked the photo empty (the outcome control's empty choice)."""
+    rectangles: tuple[BBox, ...] = ()
+    """Every rectangle of the annotation, whatever its label (a detector box overlapping one is no blank)."""
+    from_prediction: bool = False
+    """The annotation was made from a prediction (``parent_prediction``): the annotator saw its boxes."""
+    shown: tuple[BBox, ...] | None = None
+    """MegaDetector's animal boxes in the prediction the annotation was made from; None when unknown."""
+    blanks: tuple[BBox, ...] = ()
+    """Shown animal boxes the annotator deleted, or all of them on a photo marked empty (see :func:`blank_boxes`)."""
+
+    @property
+    def folder(self) -> str | None:
+        """The parent folder of the image reference (local files, cloud storage), or None (uploads)."""
+        parent = str(PurePosixPath(reference_path(self.image)).parent)
+        return None if parent in ("", ".") else parent
 
 
 @dataclass
@@ -61,12 +94,17 @@ class ExportedProject:
     label_config: str
     tasks: list[LabeledTask]
     skipped: Counter[str] = field(default_factory=Counter)
+    unmapped: Counter[str] = field(default_factory=Counter)
+    """Species values found in annotations that none of the config's choices maps (left out)."""
 
     def counts(self) -> dict[str, int]:
         return {
             "tasks": len(self.tasks),
             "boxes": sum(len(t.boxes) for t in self.tasks),
-            "image_level": sum(1 for t in self.tasks if not t.boxes),
+            "image_level": sum(1 for t in self.tasks if not t.boxes and t.image_species is not None),
+            "marked_empty": sum(1 for t in self.tasks if t.empty),
+            "blank_boxes": sum(len(t.blanks) for t in self.tasks),
+            "unmapped_labels": sum(self.unmapped.values()),
             **{f"skipped_{reason}": n for reason, n in sorted(self.skipped.items())},
         }
 
@@ -74,7 +112,7 @@ class ExportedProject:
 def export_project(
     client: JSONClient, project: str, *, location_fields: Sequence[str], base_url: str, label_config: str | None = None
 ) -> ExportedProject:
-    """Download and parse the project's annotations.
+    """Download and parse the project's annotations, with the predictions annotators started from.
 
     Args:
         client: A Label Studio API client (``LabelStudioClient``).
@@ -97,27 +135,74 @@ def export_project(
     )
     if not isinstance(raw, list):
         raise ExportError(f"Label Studio at {base_url} answered the export of project {project} with a non-list body")
-    exported = parse_export(raw, label_config, project=project, location_fields=location_fields)
+    predictions = _project_predictions(client, project) if _any_parent_prediction(raw) else {}
+    exported = parse_export(
+        raw, label_config, project=project, location_fields=location_fields, predictions=predictions
+    )
     logger.info("exported project %s: %s", project, exported.counts())
     return exported
 
 
+def _any_parent_prediction(raw: Sequence[Any]) -> bool:
+    return any(
+        isinstance(a, dict) and a.get("parent_prediction")
+        for t in raw
+        if isinstance(t, dict)
+        for a in t.get("annotations") or []
+    )
+
+
+def _project_predictions(client: JSONClient, project: str) -> dict[int, dict[str, Any]]:
+    """The project's predictions by id (the JSON export only lists their ids); empty when unavailable.
+
+    Only blank crops need them, so a failure is logged, never fatal.
+    """
+    try:
+        listing = client.get_json("/api/predictions/", params={"project": project})
+    except (BackendError, httpx.HTTPError, OSError, ValueError) as exc:
+        logger.warning("project %s: predictions not read (%s); no blank crops from deleted boxes", project, exc)
+        return {}
+    if isinstance(listing, dict):
+        listing = listing.get("results") or []
+    return {int(p["id"]): p for p in listing if isinstance(p, dict) and isinstance(p.get("id"), int)}
+
+
 def parse_export(
-    raw: Sequence[Any], label_config: str, *, project: str, location_fields: Sequence[str]
+    raw: Sequence[Any],
+    label_config: str,
+    *,
+    project: str,
+    location_fields: Sequence[str],
+    predictions: Mapping[int, dict[str, Any]] | None = None,
 ) -> ExportedProject:
     """A Label Studio JSON export (a list of task objects) -> the labelled tasks, with skip reasons.
 
     The one reader of exports: the training job (through :func:`export_project`) and
     ``camtrap train BASE`` (``BASE/label_studio.json``) both use it.
+
+    Args:
+        raw: The export's task objects.
+        label_config: The project's labeling config.
+        project: The project id (for the result).
+        location_fields: Task data keys naming the location, first match wins.
+        predictions: Prediction objects by id, for annotations whose ``parent_prediction`` names one
+            (a task's ``predictions`` list may also hold whole prediction objects; both are used).
     """
     mapping = _read_config(label_config)
     exported = ExportedProject(project=project, label_config=label_config, tasks=[])
     for task in raw:
-        labeled, reason = parse_task(task, mapping, location_fields) if isinstance(task, dict) else (None, "not_a_task")
+        if not isinstance(task, dict):
+            exported.skipped["not_a_task"] += 1
+            continue
+        labeled, reason = parse_task(task, mapping, location_fields, predictions or {}, exported.unmapped)
         if labeled is None:
             exported.skipped[reason] += 1
         else:
             exported.tasks.append(labeled)
+    if exported.unmapped:
+        logger.warning(
+            "labels not in the labeling config's choices were left out: %s", dict(exported.unmapped.most_common())
+        )
     exported.tasks.sort(key=lambda t: t.task_id)
     return exported
 
@@ -142,9 +227,21 @@ def _read_config(xml: str) -> LabelMapping:
 
 
 def parse_task(
-    task: dict[str, Any], mapping: LabelMapping, location_fields: Sequence[str]
+    task: dict[str, Any],
+    mapping: LabelMapping,
+    location_fields: Sequence[str],
+    predictions: Mapping[int, dict[str, Any]] | None = None,
+    unmapped: Counter[str] | None = None,
 ) -> tuple[LabeledTask | None, str]:
-    """A task's labels, or None and the reason it gives no species."""
+    """A task's labels, or None and the reason it gives neither a species nor an empty photo.
+
+    Args:
+        task: One task object of the export.
+        mapping: The labeling config, read by ``read_label_config``.
+        location_fields: Task data keys naming the location, first match wins.
+        predictions: Prediction objects by id (see :func:`parse_export`).
+        unmapped: Counts the species values no choice of the config maps (they are left out).
+    """
     data = task.get("data") or {}
     image = data.get(mapping.image_key)
     if not isinstance(image, str) or not image:
@@ -152,11 +249,25 @@ def parse_task(
     annotation = choose_annotation(task.get("annotations") or [])
     if annotation is None:
         return None, "no_annotation"
-    boxes, image_species = parse_result(annotation.get("result") or [], mapping)
-    if not boxes and image_species is None:
+    results = annotation.get("result") or []
+    labels = parse_labels(results, mapping, unmapped if unmapped is not None else Counter())
+    if not labels.boxes and labels.image_species is None and not labels.empty:
         return None, "no_species"
+    shown = _shown_boxes(annotation, task, mapping, predictions or {})
+    boxes = tuple(_with_detector_box(b, shown) for b in labels.boxes)
     location = next((str(data[k]).strip() for k in location_fields if str(data.get(k) or "").strip()), None)
-    return LabeledTask(int(task["id"]), image, location, tuple(boxes), image_species), ""
+    labeled = LabeledTask(
+        task_id=int(task["id"]),
+        image=image,
+        location=location,
+        boxes=boxes,
+        image_species=labels.image_species,
+        empty=labels.empty,
+        rectangles=labels.rectangles,
+        from_prediction=bool(annotation.get("parent_prediction")),
+        shown=shown,
+    )
+    return replace(labeled, blanks=blank_boxes(labeled, shown or ())), ""
 
 
 def choose_annotation(annotations: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
@@ -167,23 +278,37 @@ def choose_annotation(annotations: Iterable[dict[str, Any]]) -> dict[str, Any] |
     return max(usable, key=lambda a: (bool(a.get("ground_truth")), str(a.get("updated_at") or ""), a.get("id") or 0))
 
 
-def parse_result(results: Sequence[dict[str, Any]], mapping: LabelMapping) -> tuple[list[LabeledBox], str | None]:
-    """Boxes with their species, and the image-level species, from one annotation's results.
+@dataclass(frozen=True)
+class AnnotationLabels:
+    """What one annotation's results say, species spelled as the config's choices spell them."""
+
+    boxes: tuple[LabeledBox, ...]
+    image_species: str | None
+    empty: bool
+    rectangles: tuple[BBox, ...]
+
+
+def parse_labels(results: Sequence[dict[str, Any]], mapping: LabelMapping, unmapped: Counter[str]) -> AnnotationLabels:
+    """Boxes with their species, the image-level species and the empty verdict of one annotation.
 
     A region's species is a result of the per-region species control sharing the rectangle's ``id``;
     a result of any other control (``sex``, ``age``...) never counts. The image-level species goes to
     the rectangles without a species of their own whose label is MegaDetector's ``animal`` (person and
-    vehicle boxes are never species crops).
+    vehicle boxes are never species crops). Every species value is mapped onto the control's choices
+    (exact, case-insensitive, ``predicted_values``); one that maps to none is counted in ``unmapped``
+    and left out. Rotated rectangles count as their axis-aligned hull.
     """
-    rectangles: dict[str, tuple[tuple[float, float, float, float], str | None]] = {}
+    rectangles: dict[str, tuple[BBox, str | None]] = {}
     for item in results:
         if item.get("type") == "rectanglelabels" and item.get("id"):
-            bbox = _normalized_box(item.get("value") or {})
+            value = item.get("value") or {}
+            bbox = ls_rectangle(value, item.get("original_width"), item.get("original_height"))
             if bbox is not None:
-                labels = (item.get("value") or {}).get("rectanglelabels") or [None]
+                labels = value.get("rectanglelabels") or [None]
                 rectangles[str(item["id"])] = (bbox, labels[0])
     species_by_region: dict[str, str] = {}
     image_species = None
+    empty = False
     for item in results:
         choice = _first_choice(item)
         if choice is None:
@@ -191,9 +316,13 @@ def parse_result(results: Sequence[dict[str, Any]], mapping: LabelMapping) -> tu
         region = str(item.get("id") or "")
         control = item.get("from_name")
         if region in rectangles and control == mapping.species_from_name:
-            species_by_region[region] = choice
+            mapped = _mapped(mapping.species_value(choice), choice, unmapped)
+            if mapped is not None:
+                species_by_region[region] = mapped
         elif control == mapping.image_species_from_name:
-            image_species = choice
+            image_species = _mapped(mapping.image_species_value(choice), choice, unmapped)
+        elif control == mapping.image_choice_from_name and control is not None:
+            empty = choice == mapping.outcome_values.get(ImageOutcome.EMPTY)
     boxes = [LabeledBox(bbox, species_by_region[r]) for r, (bbox, _) in rectangles.items() if r in species_by_region]
     if image_species is not None:
         animal = mapping.categories.get(ANIMAL_CATEGORY)
@@ -202,7 +331,18 @@ def parse_result(results: Sequence[dict[str, Any]], mapping: LabelMapping) -> tu
             for r, (bbox, label) in rectangles.items()
             if r not in species_by_region and (animal is None or label == animal)
         ]
-    return boxes, image_species
+    return AnnotationLabels(
+        tuple(boxes),
+        image_species,
+        empty and not boxes and image_species is None,
+        tuple(bbox for bbox, _ in rectangles.values()),
+    )
+
+
+def _mapped(value: str | None, raw: str, unmapped: Counter[str]) -> str | None:
+    if value is None:
+        unmapped[raw] += 1
+    return value
 
 
 def _first_choice(item: dict[str, Any]) -> str | None:
@@ -212,14 +352,49 @@ def _first_choice(item: dict[str, Any]) -> str | None:
     return str(choices[0]) if choices else None
 
 
-def _normalized_box(value: dict[str, Any]) -> tuple[float, float, float, float] | None:
-    """LS percent ``x, y, width, height`` -> normalized, clipped to the image; None if it has no area."""
-    try:
-        x, y, w, h = (float(value[k]) / 100.0 for k in ("x", "y", "width", "height"))
-    except (KeyError, TypeError, ValueError):
+def _shown_boxes(
+    annotation: dict[str, Any], task: dict[str, Any], mapping: LabelMapping, predictions: Mapping[int, dict[str, Any]]
+) -> tuple[BBox, ...] | None:
+    """MegaDetector's animal boxes in the prediction the annotation was made from (None: unknown).
+
+    The prediction is the annotation's ``parent_prediction``, looked up in ``predictions`` or among
+    whole prediction objects in the task's ``predictions`` list.
+    """
+    parent = annotation.get("parent_prediction")
+    if not parent:
         return None
-    x0, y0 = max(0.0, x), max(0.0, y)
-    x1, y1 = min(1.0, x + w), min(1.0, y + h)
-    if x1 <= x0 or y1 <= y0:
+    inline = {p.get("id"): p for p in task.get("predictions") or [] if isinstance(p, dict)}
+    prediction = predictions.get(parent) or inline.get(parent)
+    if prediction is None:
         return None
-    return (x0, y0, x1 - x0, y1 - y0)
+    animal = mapping.categories.get(ANIMAL_CATEGORY)
+    boxes = []
+    for item in prediction.get("result") or []:
+        value = item.get("value") or {}
+        if item.get("type") != "rectanglelabels" or (value.get("rectanglelabels") or [None])[0] != animal:
+            continue
+        bbox = ls_rectangle(value, item.get("original_width"), item.get("original_height"))
+        if bbox is not None:
+            boxes.append(bbox)
+    return tuple(boxes)
+
+
+def _with_detector_box(box: LabeledBox, shown: tuple[BBox, ...] | None) -> LabeledBox:
+    match = best_match(box.bbox, list(shown or ()), DETECTOR_MATCH_IOU)
+    return replace(box, detector_bbox=match) if match is not None and match != box.bbox else box
+
+
+def blank_boxes(task: LabeledTask, shown: Sequence[BBox]) -> tuple[BBox, ...]:
+    """The shown detector animal boxes that hold no animal, by the annotator's word.
+
+    On a photo marked empty, every shown box; otherwise a box no rectangle of the annotation overlaps
+    at IoU :data:`BLANK_MAX_IOU` or more (the annotator deleted it). Photos labelled as a whole
+    (image-level species, no box of their own) give none: their boxes may be the animal.
+    """
+    if task.image_species is not None and not task.boxes:
+        return ()
+    if task.empty:
+        return tuple(shown)
+    if not task.rectangles:
+        return ()
+    return tuple(b for b in shown if best_match(b, list(task.rectangles), BLANK_MAX_IOU) is None)

@@ -15,19 +15,25 @@ import redis
 
 from backend.config import Settings
 from backend.contracts import registry
-from backend.contracts.bundle import BundleManifest, Preprocessing, bundle_dir, new_version
+from backend.contracts.bundle import BundleManifest, Preprocessing, bundle_dir, new_version, read_split
 from backend.contracts.keys import RedisKeys
 from backend.contracts.setup_record import SetupRecord
+from backend.errors import BundleError
 from backend.labelstudio.client import LabelStudioClient
 from backend.vision.categories import ANIMAL_CATEGORY
+from backend.vision.classifier import SpeciesClassifier
+from backend.vision.device import resolve_device
+from trainer.calibration import expected_calibration_error, fit_calibration
 from trainer.card import render_card
 from trainer.config import TrainConfig
-from trainer.crops import Crop, CropSet, Fetch, TopBox, build_crops, download_images
+from trainer.crops import CropSet, DetectionLookup, Fetch, TopBox, build_crops, download_images
 from trainer.errors import EmptyDatasetError
-from trainer.evaluate import Evaluation, evaluate_network, evaluate_served, plot_confusion
+from trainer.evaluate import Evaluation, Scored, evaluate, load_served, new_classifier, plot_confusion, score_crops
 from trainer.export import ExportedProject, export_project
+from trainer.gate import GateDecision, GateRules, decide_against_served, decide_first, not_comparable, unseen_by
+from trainer.presets import BOX_JITTER
 from trainer.progress import Progress, Stage
-from trainer.publish import BundleFiles, GateDecision, decide, publish
+from trainer.publish import BundleFiles, publish
 from trainer.split import Split, SplitResult, apply_min_examples, split_crops
 from trainer.train import EpochStats, FitResult, fit
 
@@ -35,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 #: A run needs at least this many species after the rare ones are dropped.
 MIN_SPECIES = 2
+#: Fewer validation crops than this and the calibration is not fitted (it would fit noise).
+MIN_CALIBRATION_CROPS = 10
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,14 @@ class TrainOutcome:
     macro_f1: float
     served_version: str | None
     served_macro_f1: float | None
+    """The served model's macro-F1 on the crops the gate compared (None: not compared)."""
     bundle: str
+    grouping: str = ""
+    """What the split's units were: ``location``, ``folder``, ``sequence`` or ``photo``."""
+    gate: dict | None = None
+    """The gate's figures: compared species and crops, both macro-F1s, the gain and its interval."""
+    unmapped_labels: dict[str, int] | None = None
+    """Label values the labeling config's choices do not map, and how often they were met (left out)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,6 +80,7 @@ def run_training(
     progress: Progress | None = None,
     client: LabelStudioClient | None = None,
     top_box: TopBox | None = None,
+    lookup: DetectionLookup | None = None,
 ) -> TrainOutcome:
     """Export, crop, split, train, evaluate, publish and gate one project's classifier.
 
@@ -78,6 +94,7 @@ def run_training(
         client: A Label Studio client (default: built from the settings and the project's /setup data).
         top_box: Top MegaDetector animal box finder for image-level labels (default: load DETECTOR_MODEL
             when such a task exists).
+        lookup: The detection store (MegaDetector's stored boxes of an image), for matched and blank crops.
 
     Raises:
         ExportError: Label Studio could not be read.
@@ -90,7 +107,7 @@ def run_training(
     client = client or make_client(settings, connection, keys, project)
     try:
         exported = _export(project, client, config, progress)
-        crops = _crops(exported, client.fetch_image, settings, config, run_dir, progress, top_box)
+        crops = _crops(exported, client.fetch_image, settings, config, run_dir, progress, top_box, lookup)
     finally:
         if own_client:
             client.close()
@@ -116,6 +133,7 @@ def train_folder(
     job_id: str,
     progress: Progress | None = None,
     top_box: TopBox | None = None,
+    lookup: DetectionLookup | None = None,
 ) -> TrainOutcome:
     """``camtrap train BASE``: the same training as a Label Studio project, from files alone.
 
@@ -137,7 +155,7 @@ def train_folder(
     progress.stage(Stage.EXPORTING, detail=f"reading {base}")
     dataset = read_folder(base, location_fields=config.location_fields)
     progress.update(counts=dataset.exported.counts(), layout=dataset.layout)
-    crops = _crops(dataset.exported, dataset.fetch, settings, config, run_dir, progress, top_box)
+    crops = _crops(dataset.exported, dataset.fetch, settings, config, run_dir, progress, top_box, lookup)
     outcome = learn_and_publish(
         dataset.exported,
         crops,
@@ -182,20 +200,10 @@ def learn_and_publish(
         keys: Redis key names.
         progress: Where progress goes.
     """
-    split, rare = _split(crops, config, progress)
+    split, rare = _split(crops, config, project, progress)
     fitted = _train(split, config, run_dir, progress)
     served_version = registry.read_current(models_dir, project)
-    test, served, note = _evaluate(fitted, split, config, models_dir, project, served_version, run_dir, progress)
-
-    progress.stage(Stage.PUBLISHING)
-    decision = decide(
-        test.macro_f1,
-        served_version,
-        served.macro_f1 if served else None,
-        min_gain=config.promotion_min_gain,
-        note=note,
-    )
-    metrics = _metrics(exported, crops, rare, split, fitted, test, served, served_version, note, decision, config)
+    progress.stage(Stage.EVALUATING, served=served_version)
     manifest = BundleManifest(
         version=new_version(project),
         project=project,
@@ -204,9 +212,29 @@ def learn_and_publish(
         backbone=config.backbone,
         parent_version=served_version,
         job_id=job_id,
-        status=decision.status,
-        status_reason=decision.reason,
-        metrics=_headline(test, served),
+    )
+    device = resolve_device(config.device)
+    classifier, calibration = _calibrate(fitted, split, manifest, device)
+    test_crops = split.splits[Split.TEST]
+    scored = score_crops(classifier, test_crops)
+    calibration["ece_before"] = round(_ece(scored.logits.softmax(dim=1), test_crops, split.labels), 5)
+    calibration["ece_after"] = round(_ece(scored.probabilities, test_crops, split.labels), 5)
+    test = evaluate(scored, test_crops, split.labels)
+    plot_confusion(test, run_dir / "confusion_matrix.png", f"project {project}: test split ({test.count} crops)")
+    decision, served, compared = _gate(scored, split, config, models_dir, project, served_version)
+    progress.update(test_macro_f1=round(test.macro_f1, 5), served_macro_f1=served.macro_f1 if served else None)
+
+    progress.stage(Stage.PUBLISHING)
+    metrics = _metrics(
+        exported, crops, rare, split, fitted, test, served, served_version, decision, calibration, config
+    )
+    manifest = manifest.model_copy(
+        update={
+            "status": decision.status,
+            "status_reason": decision.reason,
+            "metrics": _headline(test, decision),
+            "calibration": classifier.manifest.calibration,
+        }
     )
     files = BundleFiles(
         fitted.state_dict,
@@ -214,6 +242,7 @@ def learn_and_publish(
         render_card(manifest, metrics),
         run_dir / "confusion_matrix.png",
         run_dir / "tensorboard",
+        split=split.record(project, config.sequence_gap_s),
     )
     path = publish(models_dir, manifest, files, connection=connection, keys=keys)
     outcome = TrainOutcome(
@@ -224,8 +253,11 @@ def learn_and_publish(
         test.top1,
         test.macro_f1,
         served_version,
-        served.macro_f1 if served else None,
+        decision.comparison.get("other_macro_f1") if served_version and decision.comparison.get("comparable") else None,
         str(path),
+        grouping=split.grouping,
+        gate=decision.comparison,
+        unmapped_labels=dict(exported.unmapped.most_common()),
     )
     progress.stage(
         Stage.DONE, detail=f"{manifest.version} {decision.status.value}: {decision.reason}", result=outcome.to_dict()
@@ -262,8 +294,11 @@ def _crops(
     run_dir: Path,
     progress: Progress,
     top_box: TopBox | None,
+    lookup: DetectionLookup | None,
 ) -> CropSet:
-    tasks = exported.tasks
+    # A photo marked empty gives blank crops only from the boxes its annotator was shown.
+    tasks = [t for t in exported.tasks if not t.empty or t.blanks or lookup is not None]
+    no_boxes = len(exported.tasks) - len(tasks)
     progress.stage(Stage.DOWNLOADING, total=len(tasks), done=0)
     ok = download_images(
         tasks,
@@ -271,31 +306,37 @@ def _crops(
         concurrency=settings.download_concurrency,
         on_progress=lambda done, total: progress.update(done=done, total=total),
     )
+    failed = len(tasks) - len(ok)
     tasks = [t for t in tasks if t.task_id in ok]
     progress.stage(
         Stage.CROPPING,
         total=len(tasks),
         done=0,
-        counts={"downloaded": len(ok), "download_failed": len(exported.tasks) - len(ok)},
+        counts={"downloaded": len(ok), "download_failed": failed},
     )
-    if top_box is None and any(not t.boxes for t in tasks):
+    if top_box is None and lookup is None and any(not t.boxes and t.image_species is not None for t in tasks):
         top_box = detector_top_box(settings)
     crops = build_crops(
         tasks,
         fetch,
         out_dir=run_dir / "crops",
-        max_side=config.max_crop_side,
+        preprocessing=_preprocessing(config),
         max_pixels=settings.max_image_pixels,
         top_box=top_box,
         concurrency=settings.download_concurrency,
         on_progress=lambda done, total: progress.update(done=done, total=total),
+        lookup=lookup,
+        jitter=BOX_JITTER,
+        min_detection_conf=settings.show_threshold,
     )
-    crops.counts["download_failed"] = len(exported.tasks) - len(ok)
+    crops.counts["download_failed"] = failed
+    if no_boxes:
+        crops.counts["empty_no_boxes"] += no_boxes
     progress.update(counts=dict(crops.counts))
     return crops
 
 
-def _split(crops: CropSet, config: TrainConfig, progress: Progress) -> tuple[SplitResult, dict]:
+def _split(crops: CropSet, config: TrainConfig, project: str, progress: Progress) -> tuple[SplitResult, dict]:
     progress.stage(Stage.SPLITTING)
     kept, rare = apply_min_examples(crops.crops, config.min_examples_per_class, config.other_label)
     species = sorted({c.label for c in kept})
@@ -305,14 +346,13 @@ def _split(crops: CropSet, config: TrainConfig, progress: Progress) -> tuple[Spl
             f"{config.min_examples_per_class} labelled crops (dropped: {rare['dropped'] or 'none'}); label more "
             "animals or lower MIN_EXAMPLES_PER_CLASS"
         )
-    try:
-        split = split_crops(
-            kept, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed
-        )
-    except ValueError as exc:
-        raise EmptyDatasetError(f"{exc}; label more photos") from exc
-    if len(split.labels) < MIN_SPECIES:
-        raise EmptyDatasetError(f"the training split holds only {split.labels}; label more photos or locations")
+    split = split_crops(
+        kept,
+        project=project,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        sequence_gap_s=config.sequence_gap_s,
+    )
     progress.update(counts=split.counts(), grouping=split.grouping)
     return split, rare
 
@@ -345,27 +385,87 @@ def _train(split: SplitResult, config: TrainConfig, run_dir: Path, progress: Pro
     )
 
 
-def _evaluate(
-    fitted: FitResult,
+def _calibrate(
+    fitted: FitResult, split: SplitResult, manifest: BundleManifest, device
+) -> tuple[SpeciesClassifier, dict]:
+    """Fit the calibration on the validation split; the new model as it will be served, and a report."""
+    raw = new_classifier(fitted.state_dict, manifest, device)
+    val = split.splits[Split.VAL]
+    if len(val) < MIN_CALIBRATION_CROPS:
+        logger.warning("only %d validation crops: no calibration (needs %d)", len(val), MIN_CALIBRATION_CROPS)
+        return raw, {"skipped": f"only {len(val)} validation crops (needs {MIN_CALIBRATION_CROPS})"}
+    index = {label: i for i, label in enumerate(split.labels)}
+    train_counts = [0] * len(split.labels)
+    for crop in split.splits[Split.TRAIN]:
+        if not crop.train_only:
+            train_counts[index[crop.label]] += 1
+    calibration = fit_calibration(
+        score_crops(raw, val).logits, [index[c.label] for c in val], [max(1, n) for n in train_counts]
+    )
+    calibrated = manifest.model_copy(update={"calibration": calibration})
+    classifier = SpeciesClassifier(calibrated, raw.network, raw.device)
+    report = {
+        "temperature": calibration.temperature,
+        "prior_correction": any(v != 0 for v in calibration.log_prior),
+        "fitted_on_val_crops": len(val),
+    }
+    return classifier, report
+
+
+def _ece(probabilities, crops, labels: list[str]) -> float:
+    index = {label: i for i, label in enumerate(labels)}
+    return expected_calibration_error(probabilities, [index[c.label] for c in crops])
+
+
+def _gate(
+    scored: Scored,
     split: SplitResult,
     config: TrainConfig,
     models_dir: Path,
     project: str,
     served_version: str | None,
-    run_dir: Path,
-    progress: Progress,
-) -> tuple[Evaluation, Evaluation | None, str]:
-    progress.stage(Stage.EVALUATING, served=served_version)
-    test_crops: list[Crop] = split.splits[Split.TEST]
-    test = evaluate_network(fitted.state_dict, test_crops, split.labels, _preprocessing(config), config)
-    plot_confusion(test, run_dir / "confusion_matrix.png", f"project {project}: test split ({test.count} crops)")
-    served, note = None, "no model served"
-    if served_version is not None:
-        served, note = evaluate_served(
-            bundle_dir(models_dir, project, served_version), test_crops, split.labels, config.device
+) -> tuple[GateDecision, Evaluation | None, list[str]]:
+    """The gate's decision, the served model's scores on the crops it was compared on, and their photos."""
+    rules = GateRules(config.gate_min_test_per_class, config.gate_confidence, config.promotion_min_gain)
+    test = split.splits[Split.TEST]
+    if served_version is None:
+        train_labels = [c.label for c in split.splits[Split.TRAIN] if not c.train_only]
+        decision = decide_first([c.label for c in test], scored.predicted, train_labels, rules)
+        return decision, None, sorted({c.photo for c in test})
+    bundle = bundle_dir(models_dir, project, served_version)
+    served, why = load_served(bundle, config.device)
+    if served is None:
+        return not_comparable(served_version, why), None, []
+    try:
+        record = read_split(bundle)
+    except BundleError as exc:
+        return not_comparable(served_version, f"its split.json cannot be read ({exc})"), None, []
+    if record is None:
+        return (
+            not_comparable(
+                served_version,
+                "its bundle records no split.json (it was trained by an older version), so which photos it "
+                "trained on is unknown",
+            ),
+            None,
+            [],
         )
-    progress.update(test_macro_f1=round(test.macro_f1, 5), served_macro_f1=served.macro_f1 if served else None)
-    return test, served, note
+    kept, excluded = unseen_by(test, split.unit_of, record)
+    position = {id(c): i for i, c in enumerate(test)}
+    new_pred = [scored.predicted[position[id(c)]] for c in kept]
+    served_scored = score_crops(served, kept)
+    decision = decide_against_served(
+        served_version,
+        [c.label for c in kept],
+        new_pred,
+        served_scored.predicted,
+        served.labels,
+        split.labels,
+        excluded,
+        rules,
+    )
+    compared = sorted({c.photo for c in kept if c.label in decision.comparison.get("species", ())})
+    return decision, evaluate(served_scored, kept, split.labels) if kept else None, compared
 
 
 def detector_top_box(settings: Settings) -> TopBox:
@@ -393,13 +493,13 @@ def _metrics(
     test: Evaluation,
     served: Evaluation | None,
     served_version: str | None,
-    note: str,
     decision: GateDecision,
+    calibration: dict,
     config: TrainConfig,
 ) -> dict:
     """The content of ``metrics.json``."""
     return {
-        "export": exported.counts(),
+        "export": {**exported.counts(), "unmapped": dict(exported.unmapped.most_common())},
         "crops": dict(sorted(crops.counts.items())),
         "min_examples": rare,
         "split": {**split.report, "counts": split.counts()},
@@ -411,17 +511,26 @@ def _metrics(
             "device": fitted.device,
             "history": [asdict(h) for h in fitted.history],
         },
+        "calibration": calibration,
         "test": test.to_dict(),
-        "served": {"version": served_version, "note": note, **(served.to_dict() if served else {"macro_f1": None})},
-        "gate": {"promote": decision.promote, "reason": decision.reason, "min_gain": config.promotion_min_gain},
+        "served": {
+            "version": served_version,
+            "note": decision.reason if served_version else "no model served",
+            **(served.to_dict() if served else {"macro_f1": None}),
+        },
+        "gate": {"promote": decision.promote, "reason": decision.reason, **decision.comparison},
         "config": config.to_dict(),
     }
 
 
-def _headline(test: Evaluation, served: Evaluation | None) -> dict[str, float]:
+def _headline(test: Evaluation, decision: GateDecision) -> dict[str, float]:
     headline = {"top1": round(test.top1, 5), "macro_f1": round(test.macro_f1, 5)}
-    if served is not None:
-        headline["served_macro_f1"] = round(served.macro_f1, 5)
+    comparison = decision.comparison
+    if comparison.get("comparable"):
+        headline["gain"] = comparison["gain"]
+        headline["gain_low"], headline["gain_high"] = comparison["interval"]
+        if comparison.get("against") != "majority-class baseline":
+            headline["served_macro_f1"] = comparison["other_macro_f1"]
     return headline
 
 

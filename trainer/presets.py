@@ -8,12 +8,34 @@ or large rotations, which never occur on a fixed camera.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from PIL import Image
 from torchvision.transforms import v2
 
 from backend.contracts.bundle import Preprocessing
+
+
+@dataclass(frozen=True)
+class BoxJitter:
+    """Jittered copies of each human box, cut from the photo for training (``trainer.crops``).
+
+    MegaDetector's boxes are looser than an annotator's and off-centre by a few percent; a classifier
+    that only ever saw tight human boxes meets those at serving time. The random resized crop below
+    covers tighter framings (zoom in); these copies cover looser and shifted ones with real pixels.
+    """
+
+    copies: int = 2
+    """Jittered copies per human box."""
+    scale: tuple[float, float] = (0.95, 1.35)
+    """Range of the box's size factor (about its centre)."""
+    shift: float = 0.1
+    """Largest shift of the centre, as a share of the box's size."""
+
+
+#: The jitter every training run uses.
+BOX_JITTER = BoxJitter()
 
 
 def train_transform(

@@ -10,10 +10,9 @@ Order of operations, each step safe to crash in:
 A failure in 1 or 2 removes the staging directory and leaves the pointer alone; a crash that skips
 that clean-up leaves a ``.tmp-*`` directory nobody reads, replaced by the next run of the job.
 
-The gate: promote when no model is served, or when the new macro-F1 on the held-out split beats the
-served model's on the same split by more than ``PROMOTION_MIN_GAIN`` (strictly: a tie is refused).
-A refused model is still written, as a ``rejected`` bundle carrying the reason, so ``GET /models``
-shows what was tried and a person can promote it by hand.
+The gate's verdict (``trainer.gate``) is already in the manifest's ``status``. A refused model is still
+written, as a ``rejected`` bundle carrying the reason, so ``GET /models`` shows what was tried and a
+person can promote it by hand.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ from backend.contracts.bundle import (
     CARD_FILE,
     CONFUSION_MATRIX_FILE,
     METRICS_FILE,
+    SPLIT_FILE,
     TENSORBOARD_DIR,
     WEIGHTS_FILE,
     BundleManifest,
@@ -47,49 +47,6 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class GateDecision:
-    """The gate's verdict and its reason, as written into ``bundle.json``."""
-
-    promote: bool
-    reason: str
-
-    @property
-    def status(self) -> BundleStatus:
-        return BundleStatus.PROMOTED if self.promote else BundleStatus.REJECTED
-
-
-def decide(
-    new_macro_f1: float,
-    served_version: str | None,
-    served_macro_f1: float | None,
-    *,
-    min_gain: float,
-    note: str = "",
-) -> GateDecision:
-    """Promote only a strictly better model (or the first one).
-
-    Args:
-        new_macro_f1: The new model's macro-F1 on the test split.
-        served_version: The version served now, or None.
-        served_macro_f1: The served model's macro-F1 on the same split, or None if it could not be scored.
-        min_gain: ``PROMOTION_MIN_GAIN``: the margin the new model must exceed.
-        note: Why the served model could not be scored, if it could not.
-    """
-    if served_version is None:
-        return GateDecision(True, "no classifier was served yet")
-    if served_macro_f1 is None:
-        return GateDecision(True, f"the served model {served_version} could not be scored on this data ({note})")
-    margin = new_macro_f1 - served_macro_f1
-    comparison = (
-        f"test macro-F1 {new_macro_f1:.4f} vs {served_macro_f1:.4f} for the served {served_version} "
-        f"(gain {margin:+.4f}, PROMOTION_MIN_GAIN {min_gain})"
-    )
-    if margin > min_gain:
-        return GateDecision(True, comparison)
-    return GateDecision(False, f"not better than the served model: {comparison}")
-
-
-@dataclass(frozen=True)
 class BundleFiles:
     """Everything besides the manifest that goes into a bundle."""
 
@@ -98,6 +55,8 @@ class BundleFiles:
     card: str
     confusion_png: Path | None = None
     tensorboard_dir: Path | None = None
+    split: dict | None = None
+    """The content of ``split.json`` (``trainer.split.SplitResult.record``)."""
 
 
 def publish(
@@ -136,6 +95,8 @@ def _write_files(directory: Path, files: BundleFiles) -> None:
     save_file(tensors, str(directory / WEIGHTS_FILE))
     (directory / METRICS_FILE).write_text(json.dumps(files.metrics, indent=2, sort_keys=True) + "\n")
     (directory / CARD_FILE).write_text(files.card)
+    if files.split is not None:
+        (directory / SPLIT_FILE).write_text(json.dumps(files.split, indent=1, sort_keys=True) + "\n")
     if files.confusion_png is not None and files.confusion_png.is_file():
         shutil.copyfile(files.confusion_png, directory / CONFUSION_MATRIX_FILE)
     if files.tensorboard_dir is not None and files.tensorboard_dir.is_dir():

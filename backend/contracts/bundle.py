@@ -7,6 +7,7 @@ A bundle is a directory ``<DATA_DIR>/models/<project>/<version>/`` holding::
     metrics.json             split counts, top-1, macro-F1, per-class P/R/F1, served-model baseline
     confusion_matrix.png     confusion matrix on the held-out split
     card.md                  human-readable model card
+    split.json               which group of photos went to train / val / test (read by the next gate)
     tensorboard/             event files of the training run
 
 The trainer writes everything into ``<project>/.tmp-<job id>/`` and calls :func:`commit_bundle`, which
@@ -24,7 +25,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from backend.errors import BundleError, BundleNotFoundError
 
@@ -34,7 +35,12 @@ WEIGHTS_FILE = "classifier.safetensors"
 METRICS_FILE = "metrics.json"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 CARD_FILE = "card.md"
+SPLIT_FILE = "split.json"
 TENSORBOARD_DIR = "tensorboard"
+
+#: The class of crops that hold no animal (MegaDetector boxes annotators deleted, photos marked empty);
+#: a ``blank`` guess is served as no species.
+BLANK_LABEL = "blank"
 
 #: Version strings are used as directory names and inside ``model_version``.
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -50,11 +56,22 @@ class BundleStatus(StrEnum):
 class Preprocessing(BaseModel):
     """How a crop becomes the classifier's input; see ``backend.vision.crop``."""
 
-    crop: str = "square"
-    """``square``: the tightest square around the box, zero-padded past the image border."""
+    crop: str = "square_shifted"
+    """The crop rule (``backend.vision.crop``): ``square_shifted`` for new bundles; ``square`` in older ones."""
     input_size: int = Field(224, ge=16, le=1024)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+class Calibration(BaseModel):
+    """How logits become calibrated probabilities: ``softmax(logits / temperature + log_prior)``.
+
+    ``log_prior`` (one value per label) undoes the balanced sampler's uniform class prior with the
+    training split's class shares; ``temperature`` is then fitted on the validation split.
+    """
+
+    temperature: float = Field(gt=0)
+    log_prior: list[float]
 
 
 class BundleManifest(BaseModel):
@@ -75,6 +92,16 @@ class BundleManifest(BaseModel):
     status_reason: str = ""
     metrics: dict[str, float] = {}
     """Headline figures (top1, macro_f1) copied from metrics.json for listings."""
+    calibration: Calibration | None = None
+    """Optional (bundles without it serve the raw softmax)."""
+
+    @model_validator(mode="after")
+    def _calibration_fits_labels(self) -> BundleManifest:
+        if self.calibration is not None and len(self.calibration.log_prior) != len(self.labels):
+            raise ValueError(
+                f"calibration.log_prior has {len(self.calibration.log_prior)} values for {len(self.labels)} labels"
+            )
+        return self
 
 
 def new_version(project: str, job_id: str | None = None, now: datetime | None = None) -> str:
@@ -138,6 +165,24 @@ def read_manifest(directory: Path) -> BundleManifest:
 def read_metrics(directory: Path) -> dict:
     path = directory / METRICS_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def read_split(directory: Path) -> dict | None:
+    """The bundle's ``split.json``, or None for a bundle written before it existed.
+
+    Raises:
+        BundleError: the file exists but is not a JSON object.
+    """
+    path = directory / SPLIT_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BundleError(f"{path} is not a JSON object")
+    return data
 
 
 def commit_bundle(staging: Path, models_dir: Path, manifest: BundleManifest) -> Path:

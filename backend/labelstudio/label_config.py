@@ -16,7 +16,8 @@ once for every caller, which control holds what:
   ``review``/``unsure``).
 
 Species names map onto a control's values exactly, then case-insensitively, then through
-``predicted_values``. :func:`parse_label_config` adds what serving needs (an image and boxes).
+``predicted_values`` (training maps annotation values the same way, so a class is always spelled as the
+config spells it). :func:`parse_label_config` adds what serving needs (an image and boxes).
 """
 
 from __future__ import annotations
@@ -101,6 +102,19 @@ class LabelMapping:
     def canonical_species(self, name: str) -> str | None:
         """A species name spelled as the config spells it (per-region first), or None if unknown."""
         return self.species_value(name) or self.image_species_value(name)
+
+    def served_species_value(self, name: str) -> str | None:
+        """The choice a species guess is served as: the per-region control's when there is one, else the
+        image-level species control's; None when the config cannot show it."""
+        if self.species_from_name:
+            return self.species_value(name)
+        if self.image_species_from_name:
+            return self.image_species_value(name)
+        return None
+
+    def unmapped_labels(self, labels: list[str], blank: str) -> list[str]:
+        """The classifier labels this config cannot show (``blank`` is never shown, so never missing)."""
+        return [label for label in labels if label != blank and self.served_species_value(label) is None]
 
 
 def parse_label_config(config: str) -> LabelMapping:

@@ -1,11 +1,14 @@
 """Boxes and species guesses -> Label Studio predictions (RectangleLabels + per-region Choices + image-level Choices).
 
 The format is documented in ``docs/serving.md``; every prediction the tests produce is validated with
-label-studio-sdk against the labeling config it was made for.
+label-studio-sdk against the labeling config it was made for. A ``blank`` guess (the classifier's "no
+animal here" class) is served as no species; a guess the config cannot spell is left out and counted
+(:func:`unmapped_species`, the ``camtrap_unmapped_labels_total`` metric).
 """
 
 from __future__ import annotations
 
+from backend.contracts.bundle import BLANK_LABEL
 from backend.labelstudio.label_config import ImageOutcome, LabelMapping
 from backend.vision.categories import ANIMAL_CATEGORY, PERSON_CATEGORY, VEHICLE_CATEGORY
 from backend.vision.pipeline import Box
@@ -17,6 +20,27 @@ PERCENT_DIGITS = 4
 SCORE_DIGITS = 4
 #: Region id of the image-level choice.
 IMAGE_CHOICE_ID = "image-level"
+#: Region id of the image-level species choice.
+IMAGE_SPECIES_ID = "image-species"
+
+
+def shown_species(box: Box, thresholds: Thresholds) -> str | None:
+    """The species a shown animal box is served with: its guess at or above the species threshold, never blank."""
+    species = box.species
+    if species is None or species.label == BLANK_LABEL or species.score < thresholds.species:
+        return None
+    return species.label
+
+
+def unmapped_species(boxes: list[Box], mapping: LabelMapping, thresholds: Thresholds) -> list[str]:
+    """Species guesses that would be shown but that none of the config's choices spells (left out)."""
+    return [
+        label
+        for box in boxes
+        if box.detection.conf >= thresholds.show
+        and (label := shown_species(box, thresholds)) is not None
+        and mapping.served_species_value(label) is None
+    ]
 
 
 def image_outcome(boxes: list[Box], thresholds: Thresholds) -> tuple[ImageOutcome, float]:
@@ -55,7 +79,8 @@ def ls_prediction(
     Boxes at or above the show threshold whose category the config maps become RectangleLabels
     regions (``id`` ``md-<n>``); a species guess at or above the species threshold whose name the
     config knows becomes a per-region Choices result with the same ``id`` and geometry; the
-    image-level verdict becomes a Choices result when the config has such a control.
+    image-level verdict becomes a Choices result when the config has such a control, and so does the
+    species of the top shown animal box when the config has an image-level species control.
     """
     geometry = {"original_width": width, "original_height": height, "image_rotation": 0}
     result: list[dict] = []
@@ -79,18 +104,21 @@ def ls_prediction(
                 "score": score,
             }
         )
-        species = box.species
-        choice = mapping.species_value(species.label) if species and mapping.species_from_name else None
-        if species is not None and choice is not None and species.score >= thresholds.species:
+        label = shown_species(box, thresholds)
+        choice = mapping.species_value(label) if label and mapping.species_from_name else None
+        if box.species is not None and choice is not None:
             result.append(
                 {
                     **common,
                     "from_name": mapping.species_from_name,
                     "type": "choices",
                     "value": {**value, "choices": [choice]},
-                    "score": _unit(species.score),
+                    "score": _unit(box.species.score),
                 }
             )
+    image_species = _image_species(boxes, mapping, thresholds)
+    if image_species is not None:
+        result.append(image_species)
     outcome, outcome_score = image_outcome(boxes, thresholds)
     choice = mapping.outcome_value(outcome) if mapping.image_choice_from_name else None
     if choice is not None:
@@ -106,6 +134,27 @@ def ls_prediction(
         )
     score = sum(scores) / len(scores) if scores else outcome_score
     return {"result": result, "score": _unit(score), "model_version": model_version}
+
+
+def _image_species(boxes: list[Box], mapping: LabelMapping, thresholds: Thresholds) -> dict | None:
+    """The image-level species result: the species of the most confident shown animal box, if the config
+    has an image-level species control and can spell it."""
+    if not mapping.image_species_from_name:
+        return None
+    shown = [b for b in boxes if b.is_animal and b.detection.conf >= thresholds.show]
+    top = max(shown, key=lambda b: b.detection.conf, default=None)
+    label = shown_species(top, thresholds) if top is not None else None
+    choice = mapping.image_species_value(label) if label else None
+    if top is None or top.species is None or choice is None:
+        return None
+    return {
+        "id": IMAGE_SPECIES_ID,
+        "from_name": mapping.image_species_from_name,
+        "to_name": mapping.image_name,
+        "type": "choices",
+        "value": {"choices": [choice]},
+        "score": _unit(top.species.score),
+    }
 
 
 def _percent_box(bbox: tuple[float, float, float, float]) -> dict:

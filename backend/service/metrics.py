@@ -50,6 +50,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )
+        self.unmapped_labels = Counter(
+            "camtrap_unmapped_labels_total",
+            "Species guesses left out of predictions because the labeling config has no choice for them",
+            ["label"],
+            registry=self.registry,
+        )
         self.model_swaps = Counter(
             "camtrap_model_swaps_total",
             "Classifier bundles swapped in (promotion, rollback, first load)",

@@ -15,9 +15,11 @@ import httpx
 import redis
 
 from backend.config import Settings
+from backend.contracts.bundle import BLANK_LABEL
 from backend.contracts.keys import RedisKeys
 from backend.labelstudio.client import LabelStudioClient
-from backend.labelstudio.label_config import parse_label_config
+from backend.labelstudio.label_config import LabelMapping, parse_label_config
+from backend.labelstudio.predictions import unmapped_species
 from backend.labelstudio.task_predictor import predict_tasks
 from backend.service.metrics import Metrics
 from backend.service.model_watcher import ModelWatcher
@@ -133,7 +135,14 @@ class Runtime:
             self.metrics.tasks.labels("predict", outcome).inc(count)
         for box in done.shown_boxes:
             self.metrics.boxes.labels(box.detection.category).inc()
+        for label in unmapped_species(done.shown_boxes, mapping, thresholds):
+            self.metrics.unmapped_labels.labels(label).inc()
         return done.predictions
+
+    def unmapped_labels(self, project: str, mapping: LabelMapping) -> list[str]:
+        """The labels of the project's loaded classifier that the labeling config cannot show."""
+        classifier = self.slots.slot(project).classifier
+        return mapping.unmapped_labels(classifier.labels, BLANK_LABEL) if classifier is not None else []
 
     # --- lifecycle -----------------------------------------------------------------------------
 

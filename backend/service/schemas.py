@@ -23,9 +23,10 @@ class SetupRequest(BaseModel):
     extra_params: dict | str | None = None
 
 
-# The one field Label Studio reads from a /setup answer.
+# Label Studio reads model_version from a /setup answer; warnings are for people reading it.
 class SetupResponse(BaseModel):
     model_version: str
+    warnings: list[str] | None = None
 
 
 # What Label Studio posts to /predict.

@@ -1,4 +1,10 @@
-"""The species classifier: torchvision backbones, built the same way for training and serving."""
+"""The species classifier: torchvision backbones, built the same way for training and serving.
+
+A loaded bundle crops with its own crop rule (``preprocessing.crop``, refused when unknown), feeds the
+crop through that rule's resize chain, and turns logits into probabilities with the bundle's
+calibration when it has one (temperature and class-prior correction), so ``SPECIES_THRESHOLD`` compares
+a calibrated probability. Scores are computed in float32.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ from torchvision import models
 from backend.contracts import registry
 from backend.contracts.bundle import WEIGHTS_FILE, BundleManifest, bundle_dir, read_manifest
 from backend.errors import BundleError
-from backend.vision.crop import eval_transform
+from backend.vision.crop import crop_rule, input_transform
 
 logger = logging.getLogger(__name__)
 
@@ -71,13 +77,22 @@ class Prediction:
 
 
 class SpeciesClassifier:
-    """One loaded bundle: the network, its label map and its preprocessing."""
+    """One loaded bundle: the network, its label map, its crop rule, resize chain and calibration.
+
+    Raises:
+        BundleError: the manifest names a crop rule this version does not know.
+    """
 
     def __init__(self, manifest: BundleManifest, network: nn.Module, device: torch.device) -> None:
         self.manifest = manifest
+        self.crop = crop_rule(manifest.preprocessing.crop)
+        """``(image, normalized bbox) -> square crop or None``, by the bundle's rule."""
         self.network = network.to(device).eval()
         self.device = device
-        self.transform = eval_transform(manifest.preprocessing)
+        self.transform = input_transform(manifest.preprocessing)
+        calibration = manifest.calibration
+        self._temperature = calibration.temperature if calibration else 1.0
+        self._log_prior = torch.tensor(calibration.log_prior, dtype=torch.float32) if calibration else None
 
     @property
     def version(self) -> str:
@@ -103,17 +118,28 @@ class SpeciesClassifier:
         return cls(manifest, network, torch.device(device))
 
     @torch.inference_mode()
-    def classify(self, crops: list[Image.Image], batch_size: int = 64) -> list[Prediction]:
-        """Top-1 species and its softmax score for each crop, in order."""
-        results: list[Prediction] = []
+    def logits(self, crops: list[Image.Image], batch_size: int = 64) -> torch.Tensor:
+        """Raw float32 logits ``[len(crops), len(labels)]`` (on the CPU), before calibration."""
+        out = []
         for start in range(0, len(crops), batch_size):
             batch = torch.stack([self.transform(c) for c in crops[start : start + batch_size]])
-            probs = self.network(batch.to(self.device)).float().softmax(dim=1)
-            scores, indices = probs.max(dim=1)
-            results += [
-                Prediction(self.labels[i], float(s)) for s, i in zip(scores.tolist(), indices.tolist(), strict=False)
-            ]
-        return results
+            out.append(self.network(batch.to(self.device)).float().cpu())
+        return torch.cat(out) if out else torch.empty((0, len(self.labels)))
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Calibrated probabilities of raw logits (the plain softmax for a bundle without calibration)."""
+        scaled = logits.float() / self._temperature
+        if self._log_prior is not None:
+            scaled = scaled + self._log_prior
+        return scaled.softmax(dim=1)
+
+    def classify(self, crops: list[Image.Image], batch_size: int = 64) -> list[Prediction]:
+        """Top-1 species and its (calibrated) probability for each crop, in order."""
+        probs = self.probabilities(self.logits(crops, batch_size))
+        if not len(probs):
+            return []
+        scores, indices = probs.max(dim=1)
+        return [Prediction(self.labels[i], float(s)) for s, i in zip(scores.tolist(), indices.tolist(), strict=True)]
 
 
 def load_served(models_dir: Path, project: str, device: torch.device | str = "cpu") -> SpeciesClassifier | None:

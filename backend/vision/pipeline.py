@@ -21,7 +21,6 @@ from PIL import Image
 from backend.errors import ImageError
 from backend.vision.categories import ANIMAL_CATEGORY
 from backend.vision.classifier import Prediction, SpeciesClassifier
-from backend.vision.crop import crop_square
 from backend.vision.decode import decode_image
 from backend.vision.detector import Detection, Detector
 from backend.vision.thresholds import Thresholds
@@ -168,7 +167,7 @@ class Pipeline:
             assert result.boxes is not None and result.image is not None
             for index, box in enumerate(result.boxes):
                 if box.is_animal and box.detection.conf >= thresholds.classify:
-                    crop = crop_square(result.image, box.detection.bbox)
+                    crop = classifier.crop(result.image, box.detection.bbox)
                     if crop is not None:
                         targets.append((result, index))
                         crops.append(crop)

@@ -1,4 +1,9 @@
-"""Confidence thresholds of one project: the settings' defaults, overridden by its ``extra_params``."""
+"""Confidence thresholds of one project: the settings' defaults, overridden by its ``extra_params``.
+
+They only make sense in the order detection <= classify <= show (a shown box must have been classified,
+a classified box must have been detected); :meth:`Thresholds.ordered` clamps them into that order and
+logs what it changed, and every constructor here returns ordered thresholds.
+"""
 
 from __future__ import annotations
 
@@ -39,7 +44,28 @@ class Thresholds:
             classify=settings.classify_threshold,
             show=settings.show_threshold,
             species=settings.species_threshold,
+        ).ordered()
+
+    def ordered(self, context: str = "") -> Thresholds:
+        """These thresholds clamped to detection <= classify <= show (a log line says what moved).
+
+        ``show`` is raised to ``detection`` if below it; ``classify`` is then kept between the two.
+        """
+        show = max(self.show, self.detection)
+        classify = min(max(self.classify, self.detection), show)
+        if (classify, show) == (self.classify, self.show):
+            return self
+        logger.warning(
+            "%sthresholds out of order (detection %s, classify %s, show %s): using classify %s, show %s "
+            "(detection <= classify <= show)",
+            context,
+            self.detection,
+            self.classify,
+            self.show,
+            classify,
+            show,
         )
+        return replace(self, classify=classify, show=show)
 
     def with_overrides(self, extra_params: dict[str, Any], *, context: str = "") -> Thresholds:
         """These thresholds with the valid ``*_threshold`` values of ``extra_params`` on top (others logged)."""
@@ -55,4 +81,4 @@ class Thresholds:
                 values[name] = value
             else:
                 logger.warning("%signoring extra_params %s=%r (need 0..1)", context, key, extra_params[key])
-        return replace(self, **values)
+        return replace(self, **values).ordered(context)

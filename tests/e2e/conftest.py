@@ -65,6 +65,10 @@ SERVICE_ENV = {
     "TRAIN_NUM_WORKERS": "0",
     "TRAIN_PATIENCE": "2",
     "MIN_EXAMPLES_PER_CLASS": "2",
+    # Two epochs learn nothing: the gate (tests/trainer/test_gate.py) promotes any comparable model here,
+    # compared on one test crop per species, so the loop's swaps and rollback can be checked.
+    "PROMOTION_MIN_GAIN": "-1",
+    "GATE_MIN_TEST_PER_CLASS": "1",
     # Auto-training is off globally; the scenario turns it on for one project through extra_params.
     "TRAIN_EVERY_N_ANNOTATIONS": "0",
     # Every classified animal box gets its species, however unsure the random-ish classifier is.

@@ -31,7 +31,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 #: A tiny, fast training run (the CPU is small and shared), configured as an operator would: by env.
+#: Two epochs on 21 photos learn nothing, and these tests are about jobs and swaps, not the gate
+#: (tests/trainer/test_gate.py): any comparable model is promoted (PROMOTION_MIN_GAIN -1) and one test
+#: crop per species is enough to compare.
 TINY_TRAINING_ENV = {
+    "PROMOTION_MIN_GAIN": "-1",
+    "GATE_MIN_TEST_PER_CLASS": "1",
     "TRAIN_BACKBONE": "mobilenet_v3_small",
     "TRAIN_IMAGE_SIZE": "64",
     "TRAIN_EPOCHS": "2",

@@ -37,7 +37,8 @@ def _bundle(settings, version: str, status: BundleStatus, reason: str, macro_f1:
     metrics = {
         "test": {"count": 6, "top1": macro_f1, "macro_f1": macro_f1, "per_class": {}},
         "served": {"version": None, "macro_f1": None, "note": "no model served"},
-        "split": {"counts": {"train": {"Grey Fox": 4}, "val": {}, "test": {}}},
+        "split": {"counts": {"train": {"Grey Fox": 4}, "val": {}, "test": {}}, "grouping": "location"},
+        "gate": {"against": "p21-a2", "comparable": True, "gain": -0.1, "interval": [-0.3, 0.05], "crops": 40},
     }
     state = build_network("mobilenet_v3_small", 2).state_dict()
     publish(settings.models_dir, manifest, BundleFiles(state, metrics, "# card\n"), connection=None, keys=KEYS)
@@ -70,6 +71,9 @@ def test_models_lists_bundles_newest_first_with_metrics_current_and_rejection_re
     assert rows["p21-a3"]["reason"] == "not better than the served model: 0.6 vs 0.7"
     assert rows["p21-a1"]["metrics"] == {"top1": 0.5, "macro_f1": 0.5}
     assert rows["p21-a1"]["test"]["count"] == 6
+    assert rows["p21-a3"]["grouping"] == "location"
+    gate = rows["p21-a3"]["gate"]
+    assert (gate["against"], gate["gain"], gate["interval"], gate["crops"]) == ("p21-a2", -0.1, [-0.3, 0.05], 40)
 
 
 def test_promote_rolls_back_moves_the_pointer_and_announces_it(http, bundles, app_settings, own_redis):

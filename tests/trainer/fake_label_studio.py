@@ -156,6 +156,11 @@ class FakeProject:
                 raise HTTPException(404, "not found")
             return FileResponse(path)
 
+        @app.get("/api/predictions/")
+        def list_predictions(request: Request, project: int | None = None) -> list[dict]:
+            check(request)
+            return [{"id": i + 1, **p} for i, p in enumerate(self.predictions) if project in (None, p.get("project"))]
+
         @app.post("/api/predictions/")
         @app.post("/api/predictions")
         async def predictions(request: Request) -> dict:
@@ -202,12 +207,12 @@ def synthetic_project(
     for species, color in SYNTHETIC_SPECIES.items():
         for i in range(per_species):
             name = f"{species.replace(' ', '_').lower()}_{i}.jpg"
-            _blob_image(directory / name, color, rng)
+            blob_image(directory / name, color, rng)
             fake.add_task(name, species, f"site-{i % sites}", box=(20.0, 20.0, 60.0, 60.0))
     return fake
 
 
-def _blob_image(path: Path, color: tuple[int, int, int], rng: random.Random) -> None:
+def blob_image(path: Path, color: tuple[int, int, int], rng: random.Random) -> None:
     image = Image.new("RGB", (160, 120), tuple(rng.randint(90, 140) for _ in range(3)))
     draw = ImageDraw.Draw(image)
     jitter = [max(0, min(255, c + rng.randint(-25, 25))) for c in color]

@@ -11,31 +11,11 @@ import torch
 import trainer.publish as publish_module
 from backend.contracts import bundle as bundle_module
 from backend.contracts import registry
-from backend.contracts.bundle import BundleManifest, BundleStatus, list_bundles, read_manifest
+from backend.contracts.bundle import BundleManifest, BundleStatus, list_bundles, read_manifest, read_split
 from backend.contracts.keys import RedisKeys
-from trainer.publish import BundleFiles, decide, publish
+from trainer.publish import BundleFiles, publish
 
 KEYS = RedisKeys("test:")
-
-
-@pytest.mark.parametrize(
-    ("new", "served_version", "served", "min_gain", "promote"),
-    [
-        pytest.param(0.30, None, None, 0.0, True, id="nothing-served"),
-        pytest.param(0.70, "v1", 0.60, 0.0, True, id="better"),
-        pytest.param(0.60, "v1", 0.60, 0.0, False, id="tie-refused"),
-        pytest.param(0.50, "v1", 0.60, 0.0, False, id="worse"),
-        pytest.param(0.64, "v1", 0.60, 0.05, False, id="gain-under-margin"),
-        pytest.param(0.66, "v1", 0.60, 0.05, True, id="gain-over-margin"),
-        pytest.param(0.10, "v1", None, 0.0, True, id="served-not-scorable"),
-    ],
-)
-def test_gate_promotes_only_a_strictly_better_model(new, served_version, served, min_gain, promote):
-    decision = decide(new, served_version, served, min_gain=min_gain, note="the served model knows none")
-    assert decision.promote is promote
-    assert decision.status == (BundleStatus.PROMOTED if promote else BundleStatus.REJECTED)
-    if not promote:
-        assert decision.reason.startswith("not better than the served model") and "v1" in decision.reason
 
 
 def _manifest(version: str, status: BundleStatus = BundleStatus.PROMOTED, reason: str = "test") -> BundleManifest:
@@ -57,7 +37,8 @@ def _files(tmp_path) -> BundleFiles:
     (board / "events.out.tfevents.1").write_bytes(b"x")
     png = tmp_path / "cm.png"
     png.write_bytes(b"\x89PNG")
-    return BundleFiles({"w": torch.ones(3)}, {"test": {"macro_f1": 0.5}}, "# card\n", png, board)
+    split = {"format_version": 1, "units": {"location:a": "train"}, "photos": {"a.jpg": ["train"]}}
+    return BundleFiles({"w": torch.ones(3)}, {"test": {"macro_f1": 0.5}}, "# card\n", png, board, split=split)
 
 
 def _state(models_dir):
@@ -82,7 +63,9 @@ def test_publish_promoted_bundle_moves_the_pointer_and_announces_it(tmp_path, re
         "card.md",
         "confusion_matrix.png",
         "tensorboard",
+        "split.json",
     }
+    assert read_split(final)["units"] == {"location:a": "train"}
     assert _state(models) == {"bundles": ["v1"], "current": "v1", "leftovers": []}
     assert redis_client.get(KEYS.current("5")) == b"v1"
     message = None

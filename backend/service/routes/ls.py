@@ -41,12 +41,12 @@ def read_health(settings: SettingsDep, runtime: RuntimeDep) -> HealthResponse:
     )
 
 
-@router.post("/setup", response_model=SetupResponse)
+@router.post("/setup", response_model=SetupResponse, response_model_exclude_none=True)
 async def create_setup(body: SetupRequest, runtime: RuntimeDep) -> SetupResponse:
     """Check and remember the project's labeling config and extra_params; report its model version."""
     project = optional_project_id(body.project)
     extra_params = parse_extra_params(body.extra_params)
-    await run_in_threadpool(parse_label_config, body.label_config or "")
+    mapping = await run_in_threadpool(parse_label_config, body.label_config or "")
     if project is None:
         return SetupResponse(model_version=runtime.model_version(None))
     record = SetupRecord(schema=body.label_config, extra_params=extra_params, hostname=body.hostname)
@@ -57,8 +57,16 @@ async def create_setup(body: SetupRequest, runtime: RuntimeDep) -> SetupResponse
         version = await anyio.to_thread.run_sync(runtime.model_version, project, abandon_on_cancel=True)
     if version is None:
         logger.info("project %s: classifier still loading; /setup reports the pointer's version", project)
-        version = runtime.model_version(project, load=False)
-    return SetupResponse(model_version=version)
+        return SetupResponse(model_version=runtime.model_version(project, load=False))
+    unmapped = await run_in_threadpool(runtime.unmapped_labels, project, mapping)
+    if not unmapped:
+        return SetupResponse(model_version=version)
+    warning = (
+        f"the served classifier's labels {unmapped} match no choice of the labeling config, so they are never "
+        "shown: add them as choices (or predicted_values) or retrain"
+    )
+    logger.warning("project %s: %s", project, warning)
+    return SetupResponse(model_version=version, warnings=[warning])
 
 
 @router.post("/predict", response_model=PredictResponse)

@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["models"], dependencies=[Depends(require_ls_auth)])
 
+#: The gate's figures ``GET /models`` shows next to the reason (from ``metrics.json``).
+GATE_FIELDS = ("against", "comparable", "species", "crops", "gain", "interval", "confidence", "min_gain")
+
 Version = Annotated[str, Path(pattern=VERSION_PATTERN.pattern, description="a bundle version")]
 
 
@@ -113,6 +116,8 @@ def _summary(models_dir, manifest: BundleManifest, current: str | None, detector
         "test": {k: metrics.get("test", {}).get(k) for k in ("count", "top1", "macro_f1", "per_class")},
         "served_baseline": {k: metrics.get("served", {}).get(k) for k in ("version", "macro_f1", "note")},
         "split": metrics.get("split", {}).get("counts"),
+        "grouping": metrics.get("split", {}).get("grouping"),
+        "gate": {k: metrics.get("gate", {}).get(k) for k in GATE_FIELDS},
     }
 
 

@@ -7,7 +7,7 @@ from label_studio_sdk.label_interface import LabelInterface
 
 from backend.formats.megadetector import md_image, md_output
 from backend.labelstudio.label_config import ImageOutcome, parse_label_config
-from backend.labelstudio.predictions import image_outcome, ls_prediction
+from backend.labelstudio.predictions import image_outcome, ls_prediction, unmapped_species
 from backend.vision.classifier import Prediction
 from backend.vision.detector import Detection
 from backend.vision.pipeline import Box
@@ -88,3 +88,39 @@ def test_md_output_has_batch_format_fields() -> None:
         "classifications": [["1", 0.7]],
     }
     assert second["detections"] is None and second["failure"] == "image access failure"
+
+
+IMAGE_SPECIES_CONFIG = """<View><Image name="image" value="$image"/>
+  <RectangleLabels name="box" toName="image"><Label value="animal"/><Label value="person"/></RectangleLabels>
+  <Choices name="species" toName="image"><Choice value="Red Deer"/><Choice value="Grey Fox"/></Choices>
+  <Choices name="verdict" toName="image"><Choice value="empty"/><Choice value="animal"/></Choices>
+</View>"""
+
+
+def test_an_image_level_species_control_is_filled_by_the_top_animal_box() -> None:
+    mapping = parse_label_config(IMAGE_SPECIES_CONFIG)
+    assert (mapping.species_from_name, mapping.image_species_from_name) == (None, "species")
+    boxes = [
+        box("1", 0.6, species=Prediction("grey fox", 0.9)),
+        box("1", 0.95, species=Prediction("red deer", 0.7)),
+        box("2", 0.99),
+    ]
+    prediction = ls_prediction(boxes, mapping, 100, 100, "v", THRESHOLDS)
+    assert LabelInterface(IMAGE_SPECIES_CONFIG).validate_prediction(prediction, return_errors=True) == []
+    [species] = [r for r in prediction["result"] if r["from_name"] == "species"]
+    assert species["value"] == {"choices": ["Red Deer"]} and species["score"] == 0.7
+    [verdict] = [r for r in prediction["result"] if r["from_name"] == "verdict"]
+    assert verdict["value"] == {"choices": ["animal"]}
+
+
+def test_a_blank_guess_is_served_as_no_species(label_config: str) -> None:
+    mapping = parse_label_config(label_config)
+    prediction = ls_prediction([box("1", 0.9, species=Prediction("blank", 0.99))], mapping, 100, 100, "v", THRESHOLDS)
+    assert [r["type"] for r in prediction["result"]] == ["rectanglelabels", "choices"]
+    assert prediction["result"][1]["from_name"] == "image_class"
+    assert unmapped_species([box("1", 0.9, species=Prediction("blank", 0.99))], mapping, THRESHOLDS) == []
+    shown_unknown = [
+        box("1", 0.9, species=Prediction("Snow Leopard", 0.8)),
+        box("1", 0.1, species=Prediction("Yeti", 0.9)),
+    ]
+    assert unmapped_species(shown_unknown, mapping, THRESHOLDS) == ["Snow Leopard"]

@@ -210,3 +210,24 @@ def test_setup_answers_within_budget_while_classifier_loads(
         assert 1.5 < elapsed < 3.0
         # the load went on in its thread after /setup answered
         assert wait_for(lambda: "camtrap_model_swaps_total 1.0" in httpx.get(f"{url}/metrics").text, timeout_s=10)
+
+
+def test_setup_warns_and_predict_counts_labels_the_config_cannot_show(
+    settings_factory: Callable[..., Settings], detector: Detector, label_config: str
+) -> None:
+    settings = settings_factory()
+    write_bundle(settings.models_dir, PROJECT, "v1", favourite="Snow Leopard", labels=["Grey Fox", "Snow Leopard"])
+    registry.write_current(settings.models_dir, PROJECT, "v1")
+    tasks = [{"id": i, "data": {"image": f"/data/upload/5/{name}"}} for i, name in enumerate(PHOTOS)]
+    with running_app(settings, detector) as url:
+        setup = httpx.post(f"{url}/setup", json={"project": PROJECT, "schema": label_config}).json()
+        results = httpx.post(
+            f"{url}/predict", json={"tasks": tasks, "project": PROJECT, "label_config": label_config}, timeout=120
+        ).json()["results"]
+        metrics = httpx.get(f"{url}/metrics").text
+    assert setup["model_version"] == "md_tiny_md_v5+v1"
+    [warning] = setup["warnings"]
+    assert "['Snow Leopard']" in warning and "Grey Fox" not in warning
+    assert not [r for p in results for r in p["result"] if r["from_name"] == "species"]
+    shown = sum(1 for p in results for r in p["result"] if r.get("value", {}).get("rectanglelabels") == ["animal"])
+    assert shown and f'camtrap_unmapped_labels_total{{label="Snow Leopard"}} {float(shown)}' in metrics
