@@ -116,6 +116,7 @@ def train_folder(
     job_id: str,
     progress: Progress | None = None,
     top_box: TopBox | None = None,
+    logs: Path | None = None,
 ) -> TrainOutcome:
     """``camtrap train BASE``: the same training as a Label Studio project, from files alone.
 
@@ -123,7 +124,8 @@ def train_folder(
     folder with a Label Studio CSV export or a ``labels.csv``); everything after that is the very code
     a training job runs. Bundles, the pointer and the gate live under ``BASE/logs/models/`` (project
     :data:`~trainer.folder.FOLDER_PROJECT`), so a second run is gated against the first; the files
-    users of the recipe expect (:func:`trainer.folder.write_recipe_files`) are written to ``BASE/logs/``.
+    users of the recipe expect (:func:`trainer.folder.write_recipe_files`) are written to ``BASE/logs/``, or
+    to ``logs`` when given (the recipe's scripts write to ``./logs`` of the caller).
 
     Raises:
         FolderLayoutError: ``BASE`` is not one of the layouts, or a file in it is malformed.
@@ -132,7 +134,7 @@ def train_folder(
     from trainer.folder import FOLDER_PROJECT, read_folder, write_recipe_files
 
     progress = progress or Progress()
-    logs = base / "logs"
+    logs = logs or base / "logs"
     run_dir = _fresh_dir(logs / "runs" / job_id)
     progress.stage(Stage.EXPORTING, detail=f"reading {base}")
     dataset = read_folder(base, location_fields=config.location_fields)
