@@ -53,7 +53,7 @@ def apply_label_spec(exported: ExportedProject, spec: LabelSpec, *, seed: int = 
         if boxes or (image_species is not None and not task.boxes):
             translated_tasks.append(replace(task, boxes=tuple(boxes), image_species=image_species))
     main_labels = [_main_label(t) for t in translated_tasks]
-    kept = spec.select(main_labels, seed=seed)
+    kept = spec.cap(main_labels, seed=seed)
     final = []
     for task, label in zip(translated_tasks, kept, strict=True):
         if label is None:

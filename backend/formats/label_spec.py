@@ -91,7 +91,11 @@ class LabelSpec:
 
         Which images of an over-full label are kept is a seeded random choice (same seed, same images).
         """
-        translated = [self.translate(label) for label in labels]
+        return self.cap([self.translate(label) for label in labels], seed=seed)
+
+    def cap(self, labels: Sequence[str | None], *, seed: int = 0) -> list[str | None]:
+        """Apply ``max_count`` to training labels (one per image): the over-full ones beyond it become None."""
+        translated = list(labels)
         caps = {rule.label: rule.max_count for rule in self.rules if rule.max_count is not None}
         by_label: dict[str, list[int]] = defaultdict(list)
         for index, label in enumerate(translated):
