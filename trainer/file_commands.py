@@ -9,17 +9,24 @@ sentence (the file, the line or entry, what was expected) on bad input, and writ
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from backend.commands import Command
-from backend.config import get_settings
+from backend.config import Settings, get_settings
 from backend.errors import BackendError
 from trainer.errors import TrainerError
+
+if TYPE_CHECKING:
+    from backend.formats.coco import CocoDataset
+    from backend.formats.label_spec import LabelSpec
+    from trainer.import_coco import ImportReport
 
 logger = logging.getLogger(__name__)
 
@@ -156,9 +163,117 @@ def run_classify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fail(exc: Exception) -> int:
-    logger.error("%s", exc)
-    return 1
+IMPORT_COCO_HELP = """Import a COCO Camera Traps file (Animl's COCO export, a LILA dataset) as training data.
+
+With -o BASE it writes BASE/crops/ and BASE/labels.csv (path,label,location), ready for camtrap train BASE:
+a crop per annotation box (absolute pixels, as Animl writes them), MegaDetector's top animal box
+(DETECTOR_MODEL) for an image labelled without a box. Empty images are counted and left out, or kept as
+the class "empty" with --keep-empty. Missing images are listed, not fatal. Categories are matched by name.
+
+With --project N it creates one Label Studio task per image with its labels as an annotation (boxes and
+per-region species, or the image-level species), so training can start at once. The images are referred
+to as --image-url + their path under --document-root: by default /data/local-files/?d=<path>, which
+Label Studio serves when the folder is under a Local files storage of the project.
+
+--label-spec FILE translates the labels first (MegaDetector's or TrapTagger's label_spec.json).
+
+Examples:
+  camtrap import-coco animl_coco.json --images ./photos -o ./season --label-spec label_spec.json
+  camtrap train ./season
+  camtrap import-coco animl_coco.json --images /data/photos --document-root /data --project 7
+"""
+
+
+def add_import_coco_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("coco", type=Path, metavar="CCT_JSON", help="a COCO Camera Traps file")
+    parser.add_argument("--images", type=Path, required=True, help="folder the images' file_name paths start from")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("-o", "--output", type=Path, metavar="BASE", help="the training folder to write")
+    target.add_argument("--project", help="a Label Studio project id to create labelled tasks in")
+    parser.add_argument("--label-spec", type=Path, help="label_spec.json translating the file's labels")
+    parser.add_argument("--keep-empty", action="store_true", help="keep empty images as the class 'empty'")
+    parser.add_argument(
+        "--image-url",
+        default="/data/local-files/?d=",
+        help="with --project: prefix of the image references (default: /data/local-files/?d=)",
+    )
+    parser.add_argument(
+        "--document-root",
+        type=Path,
+        help="with --project: the image references are paths relative to this folder (default: --images)",
+    )
+
+
+def run_import_coco(args: argparse.Namespace) -> int:
+    """Import; 1 on a malformed file, an unknown label, a used folder or a Label Studio error."""
+    from backend.formats.coco import read_coco
+    from backend.formats.label_spec import read_label_spec
+
+    settings = get_settings()
+    if not args.images.is_dir():
+        logger.error(
+            "--images %s is not a folder: give the folder the COCO file's file_name paths start from", args.images
+        )
+        return 1
+    try:
+        dataset = read_coco(args.coco)
+        spec = read_label_spec(args.label_spec) if args.label_spec else None
+        # megadetector prints while it loads the detector: stdout carries only the summary
+        with contextlib.redirect_stdout(sys.stderr):
+            report = _import(args, settings, dataset, spec)
+    except EXPECTED_ERRORS as exc:
+        logger.error("%s", exc)
+        return 1
+    sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
+    for name in report.images_missing[:20]:
+        logger.warning("missing under %s: %s", args.images, name)
+    if report.images_missing:
+        logger.warning("%d image(s) of %s are missing under %s", len(report.images_missing), args.coco, args.images)
+    return 0
+
+
+def _import(args: argparse.Namespace, settings: Settings, dataset: CocoDataset, spec: LabelSpec | None) -> ImportReport:
+    from trainer import import_coco
+
+    if args.output is not None:
+        from trainer.pipeline import detector_top_box
+
+        return import_coco.import_to_folder(
+            dataset,
+            args.images,
+            args.output,
+            spec=spec,
+            keep_empty=args.keep_empty,
+            max_pixels=settings.max_image_pixels,
+            top_box=None,
+            load_top_box=lambda: detector_top_box(settings),
+            detector_name=Path(settings.detector_model).name,
+        )
+    return _import_to_project(args, settings, dataset, spec)
+
+
+def _import_to_project(
+    args: argparse.Namespace, settings: Settings, dataset: CocoDataset, spec: LabelSpec | None
+) -> ImportReport:
+    from backend.labelstudio.client import LabelStudioClient
+    from trainer import import_coco
+
+    plans, report = import_coco.plan_images(dataset, spec=spec, keep_empty=args.keep_empty)
+    with LabelStudioClient(settings) as client:
+        mapping = import_coco.read_project_mapping(client, args.project)
+        tasks = import_coco.project_tasks(
+            dataset,
+            plans,
+            mapping,
+            images_dir=args.images,
+            image_url=args.image_url,
+            document_root=args.document_root or args.images,
+            report=report,
+        )
+        if not tasks:
+            raise TrainerError(f"{args.coco}: no labelled image to import (see the counts above)")
+        import_coco.import_to_project(client, args.project, tasks, report)
+    return report
 
 
 #: Errors every command reports as one sentence and exit status 1.
@@ -179,5 +294,12 @@ COMMANDS: Sequence[Command] = [
         add_classify_arguments,
         run_classify,
         description=CLASSIFY_HELP,
+    ),
+    Command(
+        "import-coco",
+        "import a COCO Camera Traps file (Animl, LILA) as a training folder or as labelled Label Studio tasks",
+        add_import_coco_arguments,
+        run_import_coco,
+        description=IMPORT_COCO_HELP,
     ),
 ]

@@ -76,17 +76,22 @@ def detect_folder(images: Path, names: Sequence[str], output: Path, threshold: f
     return document
 
 
-def run(command: Sequence[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def run(
+    command: Sequence[str], cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run a command as a user would, with the venv's ``camtrap`` first on PATH and one torch thread."""
-    env = {
+    environment = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "OMP_NUM_THREADS": "1",
         "DATA_DIR": str(cwd / "data"),
     }
-    env.pop("LABEL_STUDIO_URL", None)
-    return subprocess.run(list(command), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    environment.pop("LABEL_STUDIO_URL", None)
+    environment.update(env or {})
+    return subprocess.run(list(command), cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout)
 
 
-def camtrap(args: Sequence[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return run([str(Path(sys.executable).with_name("camtrap")), *args], cwd, timeout)
+def camtrap(
+    args: Sequence[str], cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    return run([str(Path(sys.executable).with_name("camtrap")), *args], cwd, timeout, env)
