@@ -15,7 +15,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
@@ -23,6 +23,9 @@ from backend.errors import BackendError, LabelConfigError
 from backend.labelstudio.label_config import LabelMapping, read_label_config
 from backend.vision.categories import ANIMAL_CATEGORY
 from trainer.errors import ExportError
+
+if TYPE_CHECKING:
+    from backend.formats.label_spec import LabelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +75,13 @@ class ExportedProject:
 
 
 def export_project(
-    client: JSONClient, project: str, *, location_fields: Sequence[str], base_url: str, label_config: str | None = None
+    client: JSONClient,
+    project: str,
+    *,
+    location_fields: Sequence[str],
+    base_url: str,
+    label_config: str | None = None,
+    label_spec: LabelSpec | None = None,
 ) -> ExportedProject:
     """Download and parse the project's annotations.
 
@@ -82,6 +91,7 @@ def export_project(
         location_fields: Task data keys naming the location, first match wins.
         base_url: Label Studio's URL, for error messages.
         label_config: The config if already known; otherwise it is read from the project.
+        label_spec: The project's label translation (``trainer.label_translation``), applied to the species.
 
     Raises:
         ExportError: Label Studio is unreachable or refuses the export (one sentence with the cause).
@@ -98,6 +108,10 @@ def export_project(
     if not isinstance(raw, list):
         raise ExportError(f"Label Studio at {base_url} answered the export of project {project} with a non-list body")
     exported = parse_export(raw, label_config, project=project, location_fields=location_fields)
+    if label_spec is not None:
+        from trainer.label_translation import apply_label_spec
+
+        exported = apply_label_spec(exported, label_spec)
     logger.info("exported project %s: %s", project, exported.counts())
     return exported
 

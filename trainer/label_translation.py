@@ -19,8 +19,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import redis
+
+from backend.config import Settings
+from backend.contracts.keys import RedisKeys
+from backend.contracts.setup_record import SetupRecord
 from backend.errors import FileFormatError
 from backend.formats.label_spec import LabelSpec, parse_label_spec, read_label_spec
+from trainer.errors import ExportError
 from trainer.export import ExportedProject, LabeledBox, LabeledTask
 
 logger = logging.getLogger(__name__)
@@ -96,3 +102,28 @@ def project_label_spec(data_dir: Path, project: str, extra_params: dict[str, Any
         return read_label_spec(path)
     default = folder / f"{project}.json"
     return read_label_spec(default) if default.is_file() else None
+
+
+def spec_for_project(
+    settings: Settings, connection: redis.Redis | None, keys: RedisKeys, project: str
+) -> LabelSpec | None:
+    """The label spec a training job of ``project`` applies (its stored extra params, then ``DATA_DIR``).
+
+    Raises:
+        ExportError: the spec named or found is malformed (one sentence naming it).
+    """
+    extra_params: dict[str, Any] = {}
+    if connection is not None:
+        try:
+            record = SetupRecord.load(connection, keys, project)
+        except redis.RedisError as exc:
+            logger.warning("cannot read the stored /setup data of project %s: %s", project, exc)
+            record = None
+        extra_params = record.extra_params if record else {}
+    try:
+        spec = project_label_spec(settings.data_dir, project, extra_params)
+    except FileFormatError as exc:
+        raise ExportError(f"the label spec of project {project} cannot be used: {exc}") from exc
+    if spec is not None:
+        logger.info("project %s: translating labels with %s", project, spec.source)
+    return spec

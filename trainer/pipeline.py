@@ -18,6 +18,7 @@ from backend.contracts import registry
 from backend.contracts.bundle import BundleManifest, Preprocessing, bundle_dir, new_version
 from backend.contracts.keys import RedisKeys
 from backend.contracts.setup_record import SetupRecord
+from backend.formats.label_spec import LabelSpec
 from backend.labelstudio.client import LabelStudioClient
 from backend.vision.categories import ANIMAL_CATEGORY
 from trainer.card import render_card
@@ -26,6 +27,7 @@ from trainer.crops import Crop, CropSet, Fetch, TopBox, build_crops, download_im
 from trainer.errors import EmptyDatasetError
 from trainer.evaluate import Evaluation, evaluate_network, evaluate_served, plot_confusion
 from trainer.export import ExportedProject, export_project
+from trainer.label_translation import spec_for_project
 from trainer.progress import Progress, Stage
 from trainer.publish import BundleFiles, GateDecision, decide, publish
 from trainer.split import Split, SplitResult, apply_min_examples, split_crops
@@ -89,7 +91,7 @@ def run_training(
     own_client = client is None
     client = client or make_client(settings, connection, keys, project)
     try:
-        exported = _export(project, client, config, progress)
+        exported = _export(project, client, config, progress, spec_for_project(settings, connection, keys, project))
         crops = _crops(exported, client.fetch_image, settings, config, run_dir, progress, top_box)
     finally:
         if own_client:
@@ -247,10 +249,16 @@ def make_client(settings: Settings, connection: redis.Redis | None, keys: RedisK
     return LabelStudioClient(settings, url=settings.label_studio_url or (record.hostname if record else None))
 
 
-def _export(project: str, client: LabelStudioClient, config: TrainConfig, progress: Progress) -> ExportedProject:
+def _export(
+    project: str, client: LabelStudioClient, config: TrainConfig, progress: Progress, label_spec: LabelSpec | None
+) -> ExportedProject:
     progress.stage(Stage.EXPORTING, detail=f"reading project {project} from Label Studio at {client.base_url}")
     exported = export_project(
-        client, project, location_fields=config.location_fields, base_url=client.base_url or "(LABEL_STUDIO_URL unset)"
+        client,
+        project,
+        location_fields=config.location_fields,
+        base_url=client.base_url or "(LABEL_STUDIO_URL unset)",
+        label_spec=label_spec,
     )
     progress.update(counts=exported.counts())
     return exported
