@@ -192,14 +192,14 @@ def parse_result(results: Sequence[dict[str, Any]], mapping: LabelMapping) -> tu
     rectangles: dict[str, tuple[tuple[float, float, float, float], str | None]] = {}
     for item in results:
         if item.get("type") == "rectanglelabels" and item.get("id"):
-            bbox = _normalized_box(item.get("value") or {})
+            bbox = normalized_box(item.get("value") or {})
             if bbox is not None:
                 labels = (item.get("value") or {}).get("rectanglelabels") or [None]
                 rectangles[str(item["id"])] = (bbox, labels[0])
     species_by_region: dict[str, str] = {}
     image_species = None
     for item in results:
-        choice = _first_choice(item)
+        choice = first_choice(item)
         if choice is None:
             continue
         region = str(item.get("id") or "")
@@ -219,14 +219,14 @@ def parse_result(results: Sequence[dict[str, Any]], mapping: LabelMapping) -> tu
     return boxes, image_species
 
 
-def _first_choice(item: dict[str, Any]) -> str | None:
+def first_choice(item: dict[str, Any]) -> str | None:
     if item.get("type") != "choices":
         return None
     choices = (item.get("value") or {}).get("choices") or []
     return str(choices[0]) if choices else None
 
 
-def _normalized_box(value: dict[str, Any]) -> tuple[float, float, float, float] | None:
+def normalized_box(value: dict[str, Any]) -> tuple[float, float, float, float] | None:
     """LS percent ``x, y, width, height`` -> normalized, clipped to the image; None if it has no area."""
     try:
         x, y, w, h = (float(value[k]) / 100.0 for k in ("x", "y", "width", "height"))

@@ -276,6 +276,43 @@ def _import_to_project(
     return report
 
 
+EXPORT_HELP = """Export a Label Studio project's labels to a file: the human annotations (the one training uses
+per task) and the latest stored prediction of the model, each row or annotation marked source=human or
+source=model (with its model_version and score).
+
+  csv    task_id,image,location,datetime,source,label,x,y,width,height,score,model_version,annotation_id
+  coco   COCO Camera Traps (categories by name, empty = 0; source/score/model_version on each annotation)
+
+Example:
+  camtrap export --project 7 --format coco -o season_coco.json
+"""
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--project", required=True, help="the Label Studio project id")
+    parser.add_argument("--format", required=True, choices=["csv", "coco"], help="the file format")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="PATH", help="the file written")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Export; 1 when Label Studio cannot be read."""
+    from backend.labelstudio.client import LabelStudioClient
+    from trainer import project_export
+
+    settings = get_settings()
+    try:
+        with LabelStudioClient(settings) as client:
+            tasks, config = project_export.fetch_project(client, args.project)
+    except (BackendError, ValueError) as exc:
+        logger.error("cannot export project %s from Label Studio: %s", args.project, exc)
+        return 1
+    media, found = project_export.observations(tasks, config, location_fields=settings.location_fields)
+    path = project_export.write_export(args.format, args.output, media, found, project=args.project)
+    counts = {source: sum(1 for o in found if o.source == source) for source in ("human", "model")}
+    sys.stdout.write(json.dumps({"output": str(path), "images": len(media), "observations": counts}) + "\n")
+    return 0
+
+
 #: Errors every command reports as one sentence and exit status 1.
 EXPECTED_ERRORS = (BackendError, TrainerError)
 
@@ -301,5 +338,12 @@ COMMANDS: Sequence[Command] = [
         add_import_coco_arguments,
         run_import_coco,
         description=IMPORT_COCO_HELP,
+    ),
+    Command(
+        "export",
+        "export a Label Studio project's human labels and model predictions as CSV or COCO Camera Traps",
+        add_export_arguments,
+        run_export,
+        description=EXPORT_HELP,
     ),
 ]

@@ -178,6 +178,11 @@ class FakeProject:
                     self.tasks.append({"id": task_id, "data": item["data"], "annotations": imported, "predictions": []})
             return {"task_count": len(body), "annotation_count": annotations, "prediction_count": 0}
 
+        @app.get("/api/predictions")
+        def list_predictions(request: Request, project: int) -> list[dict]:
+            check(request)
+            return list(self.predictions)
+
         @app.post("/api/predictions/")
         @app.post("/api/predictions")
         async def predictions(request: Request) -> dict:
