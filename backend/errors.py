@@ -11,7 +11,8 @@
      │    └── BundleNotFoundError  no such bundle (or project)
      ├── ImageError            one image cannot be fetched or decoded (fails that task only)
      │    └── ImageAccessError   the image reference is refused or unreachable (URL policy, auth, HTTP)
-     └── LabelStudioError      a Label Studio API call failed (connection, auth, HTTP status)
+     ├── LabelStudioError      a Label Studio API call failed (connection, auth, HTTP status)
+     └── FileFormatError       a file we read (CSV, COCO, label spec...) is not in its format (names file + line)
 """
 
 
@@ -49,3 +50,8 @@ class ImageAccessError(ImageError):
 
 class LabelStudioError(BackendError):
     """A call to the Label Studio API failed; the message names the URL and the status or cause."""
+
+
+class FileFormatError(BackendError, ValueError):
+    """A file is not in the format it should be in; the message names the file, the line or entry, and what was
+    expected (``backend.formats``)."""

@@ -50,14 +50,20 @@ TRAIN_HELP = """Train a species classifier now, in this process, with the same c
 From files (no server needed): camtrap train BASE, where BASE holds
   label_studio.json + label_config.xml + images/   a Label Studio JSON export, its labeling config
                                                    and the task images (found by file name)
-Outputs go to BASE/logs/: label_correspondance.json, metrics.json, confusion_matrix.png, TensorBoard
-event files, and the model bundle under logs/models/ (a later run is gated against it).
+  crops/ + label_studio.csv                        crops and a Label Studio CSV export of a Choices
+                                                   project over them (the comvis Stage 3 recipe)
+  crops/ + labels.csv                              crops and a path,label[,location] table
+and optionally label_spec.json (label translations). A location column gives a split by location,
+otherwise a seeded stratified split. Outputs go to BASE/logs/ (or --logdir): model.pt (TorchScript, runs
+without this code), label_correspondance.json and label_index.json, metrics.json, confusion_matrix.png,
+TensorBoard event files, and the model bundle under logs/models/ (a later run is gated against it).
 
 From Label Studio: camtrap train --project N (LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY), which promotes
 the new model for the service when it beats the served one.
 
 Examples:
   camtrap train ./season-2026 --epochs 20
+  camtrap train ./season-2026 --logdir ./logs
   camtrap train --project 7
 """
 
@@ -72,6 +78,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="a training folder (see below); give BASE or --project, not both",
     )
     parser.add_argument("--project", help="Label Studio project id: train from its annotations in Label Studio")
+    parser.add_argument("--logdir", type=Path, help="with BASE: where the outputs go (default: BASE/logs)")
     # Model
     parser.add_argument("--backbone", help="torchvision model name (default: TRAIN_BACKBONE, efficientnet_b0)")
     parser.add_argument("--input-size", type=int, help="network input in pixels (default: TRAIN_IMAGE_SIZE, 224)")
@@ -129,7 +136,9 @@ def run_train(args: argparse.Namespace) -> int:
     stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%S}"
     try:
         if args.base is not None:
-            outcome = train_folder(args.base, settings=settings, config=config, job_id=f"cli-folder-{stamp}")
+            outcome = train_folder(
+                args.base, settings=settings, config=config, job_id=f"cli-folder-{stamp}", logs=args.logdir
+            )
         else:
             connection = None if args.no_redis else _redis_or_none(settings.effective_redis_url)
             job_id = f"cli-{args.project}-{stamp}"

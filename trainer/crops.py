@@ -39,6 +39,7 @@ from PIL import Image
 
 from backend.contracts.bundle import BLANK_LABEL, Preprocessing
 from backend.errors import BackendError, ImageError
+from backend.formats.crop_names import source_image
 from backend.vision.categories import ANIMAL_CATEGORY
 from backend.vision.crop import crop_square, stored_crop
 from backend.vision.decode import decode_image
@@ -91,8 +92,9 @@ class Crop:
 
     @property
     def photo(self) -> str:
-        """The photo's identity across runs: its image reference (the task id when there is none)."""
-        return self.image or f"task-{self.task_id}"
+        """The photo's identity across runs: its image reference (the task id when there is none); the crops
+        MegaDetector's pipeline cut from one photo (``<photo>___cropNN_...``) share their photo."""
+        return source_image(self.image) if self.image else f"task-{self.task_id}"
 
 
 @dataclass

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
@@ -33,6 +33,9 @@ from backend.labelstudio.references import reference_path
 from backend.vision.categories import ANIMAL_CATEGORY
 from trainer.boxes import BBox, best_match, ls_rectangle
 from trainer.errors import ExportError
+
+if TYPE_CHECKING:
+    from backend.formats.label_spec import LabelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +113,13 @@ class ExportedProject:
 
 
 def export_project(
-    client: JSONClient, project: str, *, location_fields: Sequence[str], base_url: str, label_config: str | None = None
+    client: JSONClient,
+    project: str,
+    *,
+    location_fields: Sequence[str],
+    base_url: str,
+    label_config: str | None = None,
+    label_spec: LabelSpec | None = None,
 ) -> ExportedProject:
     """Download and parse the project's annotations, with the predictions annotators started from.
 
@@ -120,6 +129,7 @@ def export_project(
         location_fields: Task data keys naming the location, first match wins.
         base_url: Label Studio's URL, for error messages.
         label_config: The config if already known; otherwise it is read from the project.
+        label_spec: The project's label translation (``trainer.label_translation``), applied to the species.
 
     Raises:
         ExportError: Label Studio is unreachable or refuses the export (one sentence with the cause).
@@ -139,6 +149,10 @@ def export_project(
     exported = parse_export(
         raw, label_config, project=project, location_fields=location_fields, predictions=predictions
     )
+    if label_spec is not None:
+        from trainer.label_translation import apply_label_spec
+
+        exported = apply_label_spec(exported, label_spec)
     logger.info("exported project %s: %s", project, exported.counts())
     return exported
 
@@ -310,7 +324,7 @@ def parse_labels(results: Sequence[dict[str, Any]], mapping: LabelMapping, unmap
     image_species = None
     empty = False
     for item in results:
-        choice = _first_choice(item)
+        choice = first_choice(item)
         if choice is None:
             continue
         region = str(item.get("id") or "")
@@ -345,7 +359,7 @@ def _mapped(value: str | None, raw: str, unmapped: Counter[str]) -> str | None:
     return value
 
 
-def _first_choice(item: dict[str, Any]) -> str | None:
+def first_choice(item: dict[str, Any]) -> str | None:
     if item.get("type") != "choices":
         return None
     choices = (item.get("value") or {}).get("choices") or []

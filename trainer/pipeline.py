@@ -19,6 +19,7 @@ from backend.contracts.bundle import BundleManifest, Preprocessing, bundle_dir, 
 from backend.contracts.keys import RedisKeys
 from backend.contracts.setup_record import SetupRecord
 from backend.errors import BundleError
+from backend.formats.label_spec import LabelSpec
 from backend.labelstudio.client import LabelStudioClient
 from backend.vision.categories import ANIMAL_CATEGORY
 from backend.vision.classifier import SpeciesClassifier
@@ -31,6 +32,7 @@ from trainer.errors import EmptyDatasetError
 from trainer.evaluate import Evaluation, Scored, evaluate, load_served, new_classifier, plot_confusion, score_crops
 from trainer.export import ExportedProject, export_project
 from trainer.gate import GateDecision, GateRules, decide_against_served, decide_first, not_comparable, unseen_by
+from trainer.label_translation import spec_for_project
 from trainer.presets import BOX_JITTER
 from trainer.progress import Progress, Stage
 from trainer.publish import BundleFiles, publish
@@ -106,7 +108,7 @@ def run_training(
     own_client = client is None
     client = client or make_client(settings, connection, keys, project)
     try:
-        exported = _export(project, client, config, progress)
+        exported = _export(project, client, config, progress, spec_for_project(settings, connection, keys, project))
         crops = _crops(exported, client.fetch_image, settings, config, run_dir, progress, top_box, lookup)
     finally:
         if own_client:
@@ -134,6 +136,7 @@ def train_folder(
     progress: Progress | None = None,
     top_box: TopBox | None = None,
     lookup: DetectionLookup | None = None,
+    logs: Path | None = None,
 ) -> TrainOutcome:
     """``camtrap train BASE``: the same training as a Label Studio project, from files alone.
 
@@ -141,7 +144,8 @@ def train_folder(
     folder with a Label Studio CSV export or a ``labels.csv``); everything after that is the very code
     a training job runs. Bundles, the pointer and the gate live under ``BASE/logs/models/`` (project
     :data:`~trainer.folder.FOLDER_PROJECT`), so a second run is gated against the first; the files
-    users of the recipe expect (:func:`trainer.folder.write_recipe_files`) are written to ``BASE/logs/``.
+    users of the recipe expect (:func:`trainer.folder.write_recipe_files`) are written to ``BASE/logs/``, or
+    to ``logs`` when given (the recipe's scripts write to ``./logs`` of the caller).
 
     Raises:
         FolderLayoutError: ``BASE`` is not one of the layouts, or a file in it is malformed.
@@ -150,7 +154,7 @@ def train_folder(
     from trainer.folder import FOLDER_PROJECT, read_folder, write_recipe_files
 
     progress = progress or Progress()
-    logs = base / "logs"
+    logs = logs or base / "logs"
     run_dir = _fresh_dir(logs / "runs" / job_id)
     progress.stage(Stage.EXPORTING, detail=f"reading {base}")
     dataset = read_folder(base, location_fields=config.location_fields)
@@ -277,10 +281,16 @@ def make_client(settings: Settings, connection: redis.Redis | None, keys: RedisK
     return LabelStudioClient(settings, url=settings.label_studio_url or (record.hostname if record else None))
 
 
-def _export(project: str, client: LabelStudioClient, config: TrainConfig, progress: Progress) -> ExportedProject:
+def _export(
+    project: str, client: LabelStudioClient, config: TrainConfig, progress: Progress, label_spec: LabelSpec | None
+) -> ExportedProject:
     progress.stage(Stage.EXPORTING, detail=f"reading project {project} from Label Studio at {client.base_url}")
     exported = export_project(
-        client, project, location_fields=config.location_fields, base_url=client.base_url or "(LABEL_STUDIO_URL unset)"
+        client,
+        project,
+        location_fields=config.location_fields,
+        base_url=client.base_url or "(LABEL_STUDIO_URL unset)",
+        label_spec=label_spec,
     )
     progress.update(counts=exported.counts())
     return exported

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torchvision.transforms import v2
 
 from backend.contracts.bundle import Preprocessing
@@ -92,9 +92,9 @@ def crop_square(image: Image.Image, bbox: Sequence[float], rule: str = SQUARE_SH
     crop = image.convert("RGB").crop((left, top, right, bottom))
     if crop.size == (side, side):
         return crop
-    padded = Image.new("RGB", (side, side), (0, 0, 0))
-    padded.paste(crop, ((side - crop.width) // 2, (side - crop.height) // 2))
-    return padded
+    # MegaDetector's own padding (classification/crop_detections.py save_crop), so that the same box gives
+    # the same pixels: centred with Python's round(), and scaled up when the image is smaller than the square
+    return ImageOps.pad(crop, size=(side, side), color=0)
 
 
 def crop_rule(rule: str) -> CropFn:

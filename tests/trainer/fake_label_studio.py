@@ -156,10 +156,37 @@ class FakeProject:
                 raise HTTPException(404, "not found")
             return FileResponse(path)
 
+        @app.post("/api/projects/{project}/import")
+        async def import_tasks(request: Request, project: int) -> dict:
+            """Label Studio's JSON task import: tasks (with inline annotations) appended, counts answered."""
+            check(request)
+            body = await request.json()
+            with self.lock:
+                annotations = 0
+                for item in body:
+                    task_id = len(self.tasks) + 1
+                    imported = [
+                        {
+                            "id": 5000 + task_id * 10 + k,
+                            "was_cancelled": False,
+                            "updated_at": "2026-11-20T10:00:00Z",
+                            **a,
+                        }
+                        for k, a in enumerate(item.get("annotations") or [])
+                    ]
+                    annotations += len(imported)
+                    self.tasks.append({"id": task_id, "data": item["data"], "annotations": imported, "predictions": []})
+            return {"task_count": len(body), "annotation_count": annotations, "prediction_count": 0}
+
         @app.get("/api/predictions/")
+        @app.get("/api/predictions")
         def list_predictions(request: Request, project: int | None = None) -> list[dict]:
             check(request)
-            return [{"id": i + 1, **p} for i, p in enumerate(self.predictions) if project in (None, p.get("project"))]
+            return [
+                {"id": i + 1, **p}
+                for i, p in enumerate(self.predictions)
+                if project is None or p.get("project", project) == project
+            ]
 
         @app.post("/api/predictions/")
         @app.post("/api/predictions")

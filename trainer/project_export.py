@@ -1,0 +1,218 @@
+"""``camtrap export --project N``: a project's human labels and the served model's predictions, to files.
+
+Read from Label Studio: the JSON export of every task (``download_all_tasks``), the stored predictions
+(``GET /api/predictions?project=N`` when the export lists only their ids) and the labeling config, read by
+the one config reader. Per task:
+
+- **human**: the annotation training would use (``trainer.export.choose_annotation``: not cancelled,
+  ground truth first, then the latest), parsed by the training parser (``parse_labels``): each box with its
+  species, else the image-level species, else ``empty`` when the image-level outcome says so;
+- **model**: the task's latest prediction of this backend (its ``model_version`` kept): each box with its
+  species (or its MegaDetector category when it has none) and the scores, else the image-level outcome.
+
+Formats: ``csv`` (:mod:`backend.formats.observations`) and ``coco`` (COCO Camera Traps; each annotation has
+``source``, ``score`` and ``model_version`` beside the standard keys; boxes in absolute pixels when the
+image size is known, else ``bbox_relative``). Camtrap DP is not written yet (see docs/formats.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from backend.formats.coco import EMPTY, coco_document, write_coco
+from backend.formats.observations import (
+    EMPTY_LABEL,
+    HUMAN,
+    MODEL,
+    MediaItem,
+    Observation,
+    write_observations_csv,
+)
+from backend.labelstudio.label_config import ImageOutcome, LabelMapping, read_label_config
+from backend.labelstudio.references import reference_path
+from trainer.boxes import ls_rectangle
+from trainer.export import choose_annotation, first_choice, parse_labels
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("csv", "coco")
+#: Task data keys read as the photo's date and time, first present wins.
+DATETIME_FIELDS = ("datetime", "timestamp", "date_time", "DateTimeOriginal")
+
+
+class Client(Protocol):
+    def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any: ...
+
+
+def fetch_project(client: Client, project: str) -> tuple[list[dict[str, Any]], str]:
+    """Every task of the project with its annotations and full predictions, and the labeling config."""
+    config = (client.get_json(f"/api/projects/{project}") or {}).get("label_config") or ""
+    tasks = client.get_json(
+        f"/api/projects/{project}/export", params={"exportType": "JSON", "download_all_tasks": "true"}
+    )
+    if not isinstance(tasks, list):
+        raise ValueError(f"Label Studio answered the export of project {project} with a non-list body")
+    if any(isinstance(p, int) for t in tasks for p in t.get("predictions") or []):
+        body = client.get_json("/api/predictions", params={"project": project})
+        by_task: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for prediction in body.get("results", []) if isinstance(body, dict) else body or []:
+            by_task[int(prediction.get("task") or 0)].append(prediction)
+        for task in tasks:
+            task["predictions"] = by_task.get(int(task["id"]), [])
+    return tasks, config
+
+
+def observations(
+    tasks: Sequence[dict[str, Any]], label_config: str, *, location_fields: Sequence[str]
+) -> tuple[list[MediaItem], list[Observation]]:
+    """The photos and every human and model observation of them."""
+    mapping = read_label_config(label_config)
+    media: list[MediaItem] = []
+    found: list[Observation] = []
+    for task in sorted(tasks, key=lambda t: int(t["id"])):
+        data = task.get("data") or {}
+        image = data.get(mapping.image_key)
+        if not isinstance(image, str) or not image:
+            continue
+        item = MediaItem(
+            int(task["id"]),
+            image,
+            _first(data, location_fields),
+            _first(data, DATETIME_FIELDS),
+            *_size(task),
+        )
+        media.append(item)
+        found += _human(item, task, mapping)
+        found += _model(item, task, mapping)
+    return media, found
+
+
+def _human(item: MediaItem, task: dict[str, Any], mapping: LabelMapping) -> list[Observation]:
+    annotation = choose_annotation(task.get("annotations") or [])
+    if annotation is None:
+        return []
+    results = annotation.get("result") or []
+    labels = parse_labels(results, mapping, Counter())
+    boxes, image_species = labels.boxes, labels.image_species
+    annotation_id = str(annotation.get("id", ""))
+    if boxes:
+        return [Observation(item, HUMAN, b.species, b.bbox, annotation_id=annotation_id) for b in boxes]
+    if image_species is not None:
+        return [Observation(item, HUMAN, image_species, annotation_id=annotation_id)]
+    if _outcome(results, mapping) == ImageOutcome.EMPTY:
+        return [Observation(item, HUMAN, EMPTY_LABEL, annotation_id=annotation_id)]
+    return []
+
+
+def _model(item: MediaItem, task: dict[str, Any], mapping: LabelMapping) -> list[Observation]:
+    predictions = [p for p in task.get("predictions") or [] if isinstance(p, dict)]
+    if not predictions:
+        return []
+    latest = max(predictions, key=lambda p: (str(p.get("created_at") or ""), p.get("id") or 0))
+    version = str(latest.get("model_version") or "")
+    prediction_id = str(latest.get("id", ""))
+    results = latest.get("result") or []
+    regions: dict[str, tuple[tuple[float, float, float, float], str, float | None]] = {}
+    for r in results:
+        if r.get("type") == "rectanglelabels" and r.get("id"):
+            bbox = ls_rectangle(r.get("value") or {}, r.get("original_width"), r.get("original_height"))
+            labels = (r.get("value") or {}).get("rectanglelabels") or ["animal"]
+            if bbox is not None:
+                regions[str(r["id"])] = (bbox, str(labels[0]), r.get("score"))
+    species: dict[str, tuple[str, float | None]] = {}
+    for r in results:
+        choice = first_choice(r)
+        if choice and str(r.get("id")) in regions and r.get("from_name") == mapping.species_from_name:
+            species[str(r["id"])] = (choice, r.get("score"))
+    found = []
+    for region, (bbox, category, score) in regions.items():
+        label, label_score = species.get(region, (category, score))
+        found.append(Observation(item, MODEL, label, bbox, label_score, version, prediction_id))
+    if not found and _outcome(results, mapping) == ImageOutcome.EMPTY:
+        score = next((r.get("score") for r in results if r.get("from_name") == mapping.image_choice_from_name), None)
+        found.append(Observation(item, MODEL, EMPTY_LABEL, None, score, version, prediction_id))
+    return found
+
+
+def _outcome(results: Sequence[dict[str, Any]], mapping: LabelMapping) -> ImageOutcome | None:
+    values = {value: outcome for outcome, value in mapping.outcome_values.items()}
+    for r in results:
+        if r.get("from_name") == mapping.image_choice_from_name:
+            choice = first_choice(r)
+            if choice in values:
+                return values[choice]
+    return None
+
+
+def _first(data: dict[str, Any], keys: Sequence[str]) -> str | None:
+    return next((str(data[k]).strip() for k in keys if str(data.get(k) or "").strip()), None)
+
+
+def _size(task: dict[str, Any]) -> tuple[int | None, int | None]:
+    for source in [
+        *(task.get("annotations") or []),
+        *(p for p in task.get("predictions") or [] if isinstance(p, dict)),
+    ]:
+        for r in source.get("result") or []:
+            if r.get("original_width") and r.get("original_height"):
+                return int(r["original_width"]), int(r["original_height"])
+    return None, None
+
+
+def coco_export(media: Sequence[MediaItem], found: Sequence[Observation], project: str) -> dict[str, Any]:
+    """The observations as a COCO Camera Traps document (``source``/``score``/``model_version`` per annotation)."""
+    images = []
+    for m in media:
+        entry: dict[str, Any] = {"id": str(m.task_id), "file_name": reference_path(m.image), "ls_image": m.image}
+        if m.width and m.height:
+            entry.update(width=m.width, height=m.height)
+        if m.location:
+            entry["location"] = m.location
+        if m.datetime:
+            entry["datetime"] = m.datetime
+        images.append(entry)
+    annotations = []
+    for n, o in enumerate(found):
+        entry = {"id": f"{o.source}-{n}", "image_id": str(o.media.task_id), "category": _category(o.label)}
+        if o.bbox is not None and o.media.width and o.media.height:
+            w, h = o.media.width, o.media.height
+            entry["bbox"] = [
+                round(o.bbox[0] * w, 2),
+                round(o.bbox[1] * h, 2),
+                round(o.bbox[2] * w, 2),
+                round(o.bbox[3] * h, 2),
+            ]
+        elif o.bbox is not None:
+            entry["bbox_relative"] = [round(v, 6) for v in o.bbox]
+        entry["source"] = o.source
+        if o.score is not None:
+            entry["score"] = o.score
+        if o.model_version:
+            entry["model_version"] = o.model_version
+        annotations.append(entry)
+    labels = sorted({_category(o.label) for o in found} - {EMPTY})
+    return coco_document(
+        images,
+        annotations,
+        [EMPTY, *labels],
+        description=f"Label Studio project {project}: human labels and model predictions",
+    )
+
+
+def _category(label: str) -> str:
+    return EMPTY if label == EMPTY_LABEL else label
+
+
+def write_export(
+    format_name: str, output: Path, media: Sequence[MediaItem], found: Sequence[Observation], *, project: str
+) -> Path:
+    """Write one format to ``output``, atomically."""
+    if format_name == "csv":
+        return write_observations_csv(output, found)
+    if format_name == "coco":
+        return write_coco(output, coco_export(media, found, project))
+    raise ValueError(f"unknown export format {format_name!r}; expected one of {', '.join(FORMATS)}")
