@@ -30,7 +30,7 @@ def _whole_number(value: object) -> object:
 
 
 #: Up to 2**53 - 1: larger JSON numbers are not exact in most clients.
-ProjectNumber = Annotated[int, BeforeValidator(_whole_number), Field(ge=0, le=2**53 - 1)]
+ProjectNumber = Annotated[int, Field(ge=0, le=2**53 - 1), BeforeValidator(_whole_number)]
 
 
 class ProjectObject(BaseModel):
