@@ -29,9 +29,9 @@ from backend.contracts.registry import write_current
 from tests.backend.bundles import write_bundle
 from tests.backend.fake_ls import serve_in_thread
 from tests.conftest import DEFAULT_IMAGES, MODEL_CACHE
-from tests.learning.services import RedisServer, service_env, start_backend, swap_times, wait_until
+from tests.learning.services import service_env, start_backend, swap_times
 from tests.model_factory import make_yolov5_checkpoint
-from tests.processes import free_port
+from tests.processes import RedisServer, free_port, wait_until
 from tests.trainer.fake_label_studio import ena24_project, label_config
 
 logger = logging.getLogger("bench.hot_swap")
@@ -135,8 +135,10 @@ def run_load(url: str, fake, backend, args: argparse.Namespace) -> int:
     try:
         swapped = wait_until(
             lambda: (t := swap_times(backend.log(), PROJECT, new)) and set(t) >= set(loaded) and t,
-            args.max_swap,
-            "every backend process to swap",
+            timeout=args.max_swap,
+            what="every backend process to swap",
+            interval=0.1,
+            errors="raise",
         )
     finally:
         swap_done = time.time()

@@ -15,7 +15,9 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
+
+import redis
 
 T = TypeVar("T")
 
@@ -160,6 +162,46 @@ def _listening_inodes(port: int) -> set[str]:
     return inodes
 
 
+class RedisServer(ManagedProcess):
+    """A private ``redis-server`` on a free loopback port, nothing saved to disk; the one Redis starter.
+
+    The session's Redis (``redis_server`` in tests/conftest.py) and the learning tests' own Redis, which
+    they stop, restart and freeze (SIGSTOP) to play an outage, are both this class.
+    """
+
+    def __init__(self, workdir: Path, binary: str = "redis-server") -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        argv += ["--dir", str(workdir)]
+        super().__init__("redis-server", argv, dict(os.environ), workdir, workdir / "redis-server.log")
+
+    def start(self) -> RedisServer:
+        """Start it and wait until it answers PING."""
+        super().start()
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2, socket_timeout=0.5)
+        try:
+            wait_until(
+                client.ping, timeout=10, what=f"redis-server on port {self.port}", processes=[self], interval=0.05
+            )
+        finally:
+            client.close()
+        return self
+
+    def stop(self) -> None:
+        """Thaw it if frozen, then stop it (safe to call twice)."""
+        if self.alive():
+            self.thaw()
+        super().stop()
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections are accepted by the kernel but nothing answers (a hung Redis)."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+
 def wait_until(
     check: Callable[[], T | None],
     *,
@@ -167,12 +209,22 @@ def wait_until(
     what: str,
     processes: Sequence[ManagedProcess] = (),
     interval: float = 0.25,
+    errors: Literal["retry", "raise"] = "retry",
 ) -> T:
     """Call ``check`` until it returns something truthy, and return that.
 
     Fails (AssertionError) after ``timeout`` seconds, or at once when one of ``processes`` has exited,
-    with the tail of that process's log in the message. Exceptions raised by ``check`` count as "not yet"
-    and the last one is reported.
+    with the tail of that process's log in the message.
+
+    Args:
+        check: The condition; its truthy result is returned.
+        timeout: Seconds before giving up.
+        what: What is awaited, for the failure message.
+        processes: Services whose death fails the wait at once.
+        interval: Seconds between calls.
+        errors: What an exception raised by ``check`` means: ``"retry"`` (not ready yet; the last one
+            is reported on timeout) or ``"raise"`` (it fails the wait at once: checks that detect a
+            dead service raise on purpose).
     """
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
@@ -181,7 +233,9 @@ def wait_until(
             result = check()
             if result:
                 return result
-        except Exception as exc:  # any failure means "not ready yet"
+        except Exception as exc:
+            if errors == "raise":
+                raise
             last_error = exc
         for proc in processes:
             if not proc.alive():

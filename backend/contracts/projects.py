@@ -6,7 +6,10 @@ import re
 
 from backend.errors import InvalidProjectError
 
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: What a project id is (a regular expression without anchors, for schemas that restate it). It starts
+#: with a letter or digit because it is also a directory name (``backend.contracts.bundle.project_dir``).
+ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+_ID = re.compile(rf"^{ID_PATTERN}$")
 
 
 def project_id(value: object) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -12,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from backend.config import Settings, get_settings
 from backend.contracts.redis_client import REQUEST, connect
 from backend.service import http_errors
+from backend.service.deps import document_auth
 from backend.service.metrics import Metrics
 from backend.service.routes import detect, ls, models, training
 from backend.service.runtime import Runtime
@@ -56,4 +58,12 @@ def create_app(settings: Settings | None = None, *, detector: Detector | None = 
     for router in (ls.router, detect.router, training.router, models.router):
         app.include_router(router)
     http_errors.install(app)
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_auth(generate_openapi(), config)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -1,26 +1,53 @@
-"""FastAPI dependencies: the process's settings, Redis client and runtime, and the two auth checks.
+"""FastAPI dependencies: the process's settings, Redis client and runtime, and the auth checks.
 
 Routes read ``settings: SettingsDep, runtime: RuntimeDep, connection: RedisDep`` and protect
 themselves with ``dependencies=[Depends(require_ls_auth)]`` (routes Label Studio calls) or
-``dependencies=[Depends(require_webhook_secret)]`` (``/webhook``).
+``dependencies=[Depends(require_webhook_auth)]`` (``/webhook``: the webhook secret or basic auth).
+The credentials are read through FastAPI's security classes, so the OpenAPI schema declares them as
+security schemes: ``HTTPBasic``, ``WebhookSecretHeader`` (``X-Webhook-Secret``) and
+``WebhookSecretQuery`` (``?secret=``); :func:`document_auth` drops the ones the settings leave off.
 """
 
 from __future__ import annotations
 
 import secrets
-from typing import Annotated
+from typing import Annotated, Any
 
 import redis
 from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPBasic, HTTPBasicCredentials
 
 from backend.config import Settings
 from backend.service.runtime import Runtime
 
 #: Header (or ``?secret=`` query parameter) that carries ``WEBHOOK_SECRET``.
 WEBHOOK_SECRET_HEADER = "X-Webhook-Secret"
+WEBHOOK_SECRET_QUERY = "secret"
 
-_basic = HTTPBasic(auto_error=False, realm="camtrap")
+#: Security scheme names in the OpenAPI schema.
+BASIC_SCHEME = "HTTPBasic"
+SECRET_HEADER_SCHEME = "WebhookSecretHeader"
+SECRET_QUERY_SCHEME = "WebhookSecretQuery"
+
+_basic = HTTPBasic(
+    auto_error=False,
+    realm="camtrap",
+    scheme_name=BASIC_SCHEME,
+    description="BASIC_AUTH_USER / BASIC_AUTH_PASS: the user and password set on the model in Label Studio.",
+)
+_secret_header = APIKeyHeader(
+    name=WEBHOOK_SECRET_HEADER,
+    auto_error=False,
+    scheme_name=SECRET_HEADER_SCHEME,
+    description="WEBHOOK_SECRET, as a header of the Label Studio webhook.",
+)
+_secret_query = APIKeyQuery(
+    name=WEBHOOK_SECRET_QUERY,
+    auto_error=False,
+    scheme_name=SECRET_QUERY_SCHEME,
+    description="WEBHOOK_SECRET, appended to the webhook URL as ?secret=.",
+)
+BasicCredentials = Annotated[HTTPBasicCredentials | None, Depends(_basic)]
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -44,9 +71,7 @@ def _same(given: str, expected: str) -> bool:
     return secrets.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
 
-def require_ls_auth(
-    settings: SettingsDep, credentials: Annotated[HTTPBasicCredentials | None, Depends(_basic)]
-) -> None:
+def require_ls_auth(settings: SettingsDep, credentials: BasicCredentials) -> None:
     """HTTP basic auth when ``BASIC_AUTH_USER``/``BASIC_AUTH_PASS`` are set; open otherwise.
 
     Raises:
@@ -67,7 +92,11 @@ def require_ls_auth(
     )
 
 
-def require_webhook_secret(request: Request, settings: SettingsDep) -> None:
+def require_webhook_secret(
+    settings: SettingsDep,
+    header: Annotated[str | None, Depends(_secret_header)],
+    query: Annotated[str | None, Depends(_secret_query)],
+) -> None:
     """When ``WEBHOOK_SECRET`` is set, require it in ``X-Webhook-Secret`` or ``?secret=``.
 
     When it is unset, ``/webhook`` is open: Label Studio's auto-created webhook sends no credentials
@@ -79,9 +108,61 @@ def require_webhook_secret(request: Request, settings: SettingsDep) -> None:
     expected = settings.webhook_secret
     if not expected:
         return
-    given = request.headers.get(WEBHOOK_SECRET_HEADER) or request.query_params.get("secret") or ""
-    if not _same(given, expected):
+    if not _same(header or query or "", expected):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             f"webhook secret required: send the {WEBHOOK_SECRET_HEADER} header or ?secret= with WEBHOOK_SECRET",
         )
+
+
+def require_webhook_auth(
+    settings: SettingsDep,
+    credentials: BasicCredentials,
+    header: Annotated[str | None, Depends(_secret_header)],
+    query: Annotated[str | None, Depends(_secret_query)],
+) -> None:
+    """The webhook secret, or the basic-auth credentials Label Studio sends with START_TRAINING.
+
+    Label Studio's "Start Training" posts to ``/webhook`` with the model's basic auth but cannot add the
+    secret header, while its webhook deliveries carry the header but no basic auth: either one passes.
+
+    Raises:
+        HTTPException: 401 when neither passes.
+    """
+    try:
+        require_webhook_secret(settings, header, query)
+    except HTTPException:
+        if credentials is None or not (settings.basic_auth_user or settings.basic_auth_pass):
+            raise
+        require_ls_auth(settings, credentials)
+
+
+def document_auth(schema: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Make the OpenAPI ``schema`` say what these checks do with ``settings``; changes and returns it.
+
+    Without ``BASIC_AUTH_USER``/``BASIC_AUTH_PASS`` basic auth is not required anywhere; without
+    ``WEBHOOK_SECRET`` ``/webhook`` is open. An operation left without security loses its 401 answer.
+    """
+    basic_on = bool(settings.basic_auth_user or settings.basic_auth_pass)
+    secret_schemes = {SECRET_HEADER_SCHEME, SECRET_QUERY_SCHEME}
+    used: set[str] = set()
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            requirements: list[dict[str, list[str]]] = operation.get("security", [])
+            if not requirements:
+                continue
+            names = {name for requirement in requirements for name in requirement}
+            if names & secret_schemes and not settings.webhook_secret:
+                kept = []
+            else:
+                kept = [r for r in requirements if basic_on or BASIC_SCHEME not in r]
+            if kept:
+                operation["security"] = kept
+                used |= {name for requirement in kept for name in requirement}
+            else:
+                del operation["security"]
+                operation.get("responses", {}).pop(str(status.HTTP_401_UNAUTHORIZED), None)
+    schemes = schema.get("components", {}).get("securitySchemes", {})
+    for name in set(schemes) - used:
+        del schemes[name]
+    return schema

@@ -1,7 +1,10 @@
-"""A fake Label Studio serving task images over real HTTP, for tests and the benchmark.
+"""The fake Label Studio of every test and benchmark, over real HTTP: media, auth and projects.
 
-It checks credentials the way Label Studio 1.23 does: ``Token <legacy>`` while legacy tokens are on,
-``Bearer <access>`` for an access token obtained at ``POST /api/token/refresh/`` from the PAT.
+:class:`FakeLabelStudio` serves task images (uploads, local files, storage data, presigned cloud
+URLs) and checks credentials the way Label Studio 1.23 does: ``Token <legacy>`` while legacy tokens
+are on, ``Bearer <access>`` for an access token obtained at ``POST /api/token/refresh/`` from the
+PAT. ``tests/trainer/fake_label_studio.py`` extends it with a project's tasks, its export and the
+predictions API (:class:`~tests.trainer.fake_label_studio.FakeProject`), for the trainer's side.
 """
 
 from __future__ import annotations
@@ -57,6 +60,15 @@ class FakeLabelStudio:
             return self.legacy_enabled and value == LEGACY_TOKEN
         return kind == "Bearer" and value in self.issued
 
+    def check(self, request: Request) -> None:
+        """Refuse the request as Label Studio does when its credentials are missing or wrong."""
+        if not self.authorized(request.headers.get("authorization")):
+            raise HTTPException(401, "Authentication credentials were not provided.")
+
+    def project_info(self, project: int) -> dict:
+        """The body of ``GET /api/projects/<id>``."""
+        return {"id": project, "title": "fake"}
+
     def app(self) -> FastAPI:
         app = FastAPI()
 
@@ -64,8 +76,7 @@ class FakeLabelStudio:
             self.requests.append((str(request.url.path), request.headers.get("authorization")))
             if self.delay_s:
                 time.sleep(self.delay_s)
-            if not self.authorized(request.headers.get("authorization")):
-                raise HTTPException(401, "Authentication credentials were not provided.")
+            self.check(request)
             path = self.image_dir / Path(name).name
             if not path.is_file():
                 raise HTTPException(404, "not found")
@@ -93,8 +104,7 @@ class FakeLabelStudio:
 
         @app.get("/tasks/{task_id}/presign/")
         def presign(request: Request, task_id: int, fileuri: str) -> RedirectResponse:
-            if not self.authorized(request.headers.get("authorization")):
-                raise HTTPException(401, "Authentication credentials were not provided.")
+            self.check(request)
             uri = base64.urlsafe_b64decode(fileuri.encode()).decode()
             return RedirectResponse(f"/bucket/{Path(uri).name}?X-Amz-Signature=abc", status_code=303)
 
@@ -108,9 +118,8 @@ class FakeLabelStudio:
 
         @app.get("/api/projects/{project}")
         def project(request: Request, project: int) -> dict:
-            if not self.authorized(request.headers.get("authorization")):
-                raise HTTPException(401, "Authentication credentials were not provided.")
-            return {"id": project, "title": "fake"}
+            self.check(request)
+            return self.project_info(project)
 
         return app
 

@@ -17,7 +17,8 @@ import redis
 from backend.config import Settings
 from backend.service.app import create_app
 from tests.backend.fake_ls import serve_in_thread
-from tests.learning.services import RedisServer, Service, service_env, start_rq_worker
+from tests.learning.services import Service, service_env, start_rq_worker
+from tests.processes import RedisServer
 from tests.trainer.fake_label_studio import TOKEN, FakeProject, ena24_project
 
 #: Project id of the ENA24 project in the fake Label Studio.

@@ -11,21 +11,16 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 import redis
 from rq import Worker
 
-from tests.processes import ManagedProcess, free_port
+from tests.processes import ManagedProcess, wait_until
 from tests.trainer.fake_label_studio import TOKEN
-
-T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -59,18 +54,6 @@ LOG_CONFIG = {
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "pid", "stream": "ext://sys.stderr"}},
     "root": {"handlers": ["stderr"], "level": "INFO"},
 }
-
-
-def wait_until(check: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.1) -> T:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(interval_s)
 
 
 def service_env(redis_url: str, data_dir: Path, detector: Path, ls_url: str, **extra: str) -> dict[str, str]:
@@ -130,7 +113,7 @@ def start_rq_worker(env: Mapping[str, str], log_path: Path, connection: redis.Re
             raise AssertionError(f"rq worker exited:\n{service.log()[-3000:]}")
         return bool({w.name for w in Worker.all(connection=connection)} - before)
 
-    wait_until(registered, 60, "the rq worker to register")
+    wait_until(registered, timeout=60, what="the rq worker to register", interval=0.1, errors="raise")
     return service
 
 
@@ -175,59 +158,12 @@ def start_backend(env: Mapping[str, str], log_path: Path, port: int, workers: in
         except httpx.HTTPError:
             return False
 
-    wait_until(healthy, 120, "the backend to answer /health", interval_s=0.3)
+    wait_until(healthy, timeout=120, what="the backend to answer /health", interval=0.3, errors="raise")
     wait_until(
         lambda: service.log().count("Application startup complete") >= workers,
-        120,
-        f"{workers} backend workers to start",
+        timeout=120,
+        what=f"{workers} backend workers to start",
+        interval=0.1,
+        errors="raise",
     )
     return service
-
-
-class RedisServer:
-    """A private ``redis-server`` that a test can stop, restart and freeze (SIGSTOP) to play an outage."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> RedisServer:
-        argv = [
-            "redis-server",
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(self.workdir),
-        ]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
-
-        def answers() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-
-        wait_until(answers, 10, f"redis-server on port {self.port}")
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            self.proc.wait(10)
-
-    def freeze(self) -> None:
-        """SIGSTOP: connections are accepted by the kernel but nothing answers (a hung Redis)."""
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        self.proc.send_signal(signal.SIGCONT)

@@ -18,16 +18,13 @@ import httpx
 import pytest
 
 from backend.contracts import registry
-from backend.contracts.bundle import BundleManifest, BundleStatus, Preprocessing
-from backend.contracts.keys import RedisKeys
 from backend.service.jobs import enqueue_training
-from backend.vision.classifier import build_network
+from tests.backend.bundles import write_bundle
 from tests.backend.fake_ls import serve_in_thread
 from tests.learning.conftest import ENA24_PROJECT
-from tests.learning.services import Service, start_backend, swap_times, wait_until
-from tests.processes import free_port
+from tests.learning.services import Service, start_backend, swap_times
+from tests.processes import free_port, wait_until
 from tests.trainer.fake_label_studio import FakeProject, ena24_project, label_config
-from trainer.publish import BundleFiles, publish
 
 pytestmark = pytest.mark.slow
 
@@ -88,9 +85,10 @@ def _wait_for_version(url: str, schema: str, version: str) -> float:
     start = time.monotonic()
     wait_until(
         lambda: _every_answer(url, schema, 12) == {version},
-        SWAP_DEADLINE_S,
-        f"every worker to serve {version}",
-        interval_s=0.05,
+        timeout=SWAP_DEADLINE_S,
+        what=f"every worker to serve {version}",
+        interval=0.05,
+        errors="raise",
     )
     return time.monotonic() - start
 
@@ -124,7 +122,7 @@ def _train(backend_url: str, redis_client, settings, options=None) -> dict:
             stages.append(info["stage"])
         return info["status"] in ("finished", "failed") and info
 
-    info = wait_until(ended, 240, "the training job", interval_s=0.1)
+    info = wait_until(ended, timeout=240, what="the training job", interval=0.1, errors="raise")
     assert info["status"] == "finished", info
     info["stages_seen"] = stages
     return info
@@ -142,8 +140,10 @@ def test_trained_model_reaches_every_backend_worker_and_rollback_restores_the_ol
         assert set(sum(pool.map(lambda _: _predict(url, fake, schema), range(8)), [])) == {before}
     wait_until(
         lambda: _every_answer(url, schema, 12) == {before} and len(_swaps(service.log(), before)) == 2,
-        60,
-        "both backend processes to serve the project",
+        timeout=60,
+        what="both backend processes to serve the project",
+        interval=0.1,
+        errors="raise",
     )
 
     first = _train(url, redis_client, settings)
@@ -173,17 +173,7 @@ def test_trained_model_reaches_every_backend_worker_and_rollback_restores_the_ol
 
 
 def _bundle(models_dir: Path, version: str) -> None:
-    manifest = BundleManifest(
-        version=version,
-        project=ENA24_PROJECT,
-        labels=["Chicken", "Grey Fox"],
-        preprocessing=Preprocessing(input_size=64),
-        backbone="mobilenet_v3_small",
-        status=BundleStatus.PROMOTED,
-        status_reason="test",
-    )
-    state = build_network("mobilenet_v3_small", 2).state_dict()
-    publish(models_dir, manifest, BundleFiles(state, {}, "# card\n"), connection=None, keys=RedisKeys())
+    write_bundle(models_dir, ENA24_PROJECT, version, labels=["Chicken", "Grey Fox"], serve=True, reason="test")
 
 
 def test_restarted_backend_serves_the_current_pointer_not_the_newest_bundle(worker_env, data_dir, tmp_path):

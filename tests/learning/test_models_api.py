@@ -12,11 +12,10 @@ import pytest
 import redis
 
 from backend.contracts import registry
-from backend.contracts.bundle import BundleManifest, BundleStatus
+from backend.contracts.bundle import BundleStatus
 from backend.contracts.keys import RedisKeys
-from backend.vision.classifier import build_network
+from tests.backend.bundles import write_bundle
 from tests.learning.conftest import BASIC
-from trainer.publish import BundleFiles, publish
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "21"
@@ -24,24 +23,25 @@ KEYS = RedisKeys()
 
 
 def _bundle(settings, version: str, status: BundleStatus, reason: str, macro_f1: float) -> None:
-    manifest = BundleManifest(
-        version=version,
-        project=PROJECT,
-        labels=["Grey Fox", "Chicken"],
-        backbone="mobilenet_v3_small",
-        job_id="train-21",
-        status=status,
-        status_reason=reason,
-        metrics={"top1": macro_f1, "macro_f1": macro_f1},
-    )
     metrics = {
         "test": {"count": 6, "top1": macro_f1, "macro_f1": macro_f1, "per_class": {}},
         "served": {"version": None, "macro_f1": None, "note": "no model served"},
         "split": {"counts": {"train": {"Grey Fox": 4}, "val": {}, "test": {}}, "grouping": "location"},
         "gate": {"against": "p21-a2", "comparable": True, "gain": -0.1, "interval": [-0.3, 0.05], "crops": 40},
     }
-    state = build_network("mobilenet_v3_small", 2).state_dict()
-    publish(settings.models_dir, manifest, BundleFiles(state, metrics, "# card\n"), connection=None, keys=KEYS)
+    write_bundle(
+        settings.models_dir,
+        PROJECT,
+        version,
+        labels=["Grey Fox", "Chicken"],
+        serve=status == BundleStatus.PROMOTED,  # as the trainer's publisher does
+        job_id="train-21",
+        input_size=224,
+        status=status,
+        reason=reason,
+        metrics={"top1": macro_f1, "macro_f1": macro_f1},
+        metrics_file=metrics,
+    )
 
 
 @pytest.fixture

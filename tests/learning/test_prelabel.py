@@ -9,7 +9,7 @@ from backend.contracts.keys import RedisKeys
 from backend.service.jobs import job_info
 from backend.service.webhooks import handle_event
 from tests.learning.conftest import ENA24_PROJECT
-from tests.learning.services import wait_until
+from tests.processes import wait_until
 from tests.trainer.fake_label_studio import label_config
 
 
@@ -27,9 +27,10 @@ def test_tasks_created_pushes_one_prediction_per_task_with_the_served_version(
     assert answer.status == "queued" and answer.job
     info = wait_until(
         lambda: (i := job_info(redis_client, answer.job)) and i["status"] in ("finished", "failed") and i,
-        180,
-        "the pre-annotation job",
-        interval_s=0.2,
+        timeout=180,
+        what="the pre-annotation job",
+        interval=0.2,
+        errors="raise",
     )
     assert info["status"] == "finished", info
     counts = info["result"]

@@ -20,8 +20,8 @@ from backend.contracts.bundle import list_bundles
 from backend.contracts.keys import TRAINING_QUEUE
 from backend.service.jobs import cancel_job, enqueue_training, job_info
 from tests.learning.conftest import ENA24_PROJECT
-from tests.learning.services import service_env, start_rq_worker, wait_until
-from tests.processes import free_port
+from tests.learning.services import service_env, start_rq_worker
+from tests.processes import free_port, wait_until
 
 ENDED = ("finished", "failed", "stopped", "canceled")
 
@@ -29,9 +29,10 @@ ENDED = ("finished", "failed", "stopped", "canceled")
 def _wait_for_end(connection: redis.Redis, job_id: str, timeout_s: float) -> dict:
     return wait_until(
         lambda: (info := job_info(connection, job_id)) and info["status"] in ENDED and info,
-        timeout_s,
-        f"job {job_id} to end",
-        interval_s=0.2,
+        timeout=timeout_s,
+        what=f"job {job_id} to end",
+        interval=0.2,
+        errors="raise",
     )
 
 
@@ -81,8 +82,10 @@ def test_delete_stops_a_running_job_and_publishes_nothing(rq_worker, redis_clien
     ).job_id
     info = wait_until(
         lambda: (i := job_info(redis_client, job_id)) and i["progress"].get("epoch") and i,
-        120,
-        "the job to be training",
+        timeout=120,
+        what="the job to be training",
+        interval=0.1,
+        errors="raise",
     )
     horse = info["progress"]["pid"]
     cancel_job(redis_client, job_id)
@@ -109,8 +112,10 @@ def test_killed_worker_fails_the_job_and_the_next_trigger_trains_normally(
     job_id = enqueue_training(redis_client, settings, ENA24_PROJECT, trigger="test", options=long_run).job_id
     info = wait_until(
         lambda: (i := job_info(redis_client, job_id)) and i["progress"].get("epoch") and i,
-        120,
-        "the job to be training",
+        timeout=120,
+        what="the job to be training",
+        interval=0.1,
+        errors="raise",
     )
     horse = info["progress"]["pid"]
     if victims == "worker-and-horse":  # both at once: freeze the worker so neither sees the other die

@@ -32,7 +32,7 @@ def store(own_redis) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(own_redis.url)
     client.flushdb()
     yield client
-    if own_redis.proc.poll() is not None:
+    if not own_redis.alive():
         own_redis.start()
     own_redis.thaw()
     client.flushdb()

@@ -1,8 +1,9 @@
-"""A fake Label Studio project over real HTTP: the export, project and image endpoints the trainer uses.
+"""The fake Label Studio with a project in it: what the trainer uses (project, export, predictions).
 
-Tasks are built from image files (the shared ENA24 photos, or generated ones) with a ``location``
-in their data, and annotations in Label Studio's export format: a rectangle plus a per-region species
-choice sharing its id, or an image-level species choice only.
+:class:`FakeProject` is ``tests.backend.fake_ls.FakeLabelStudio`` (the same images, tokens and auth
+rules) plus one project's tasks. Tasks are built from image files (the shared ENA24 photos, or
+generated ones) with a ``location`` in their data, and annotations in Label Studio's export format: a
+rectangle plus a per-region species choice sharing its id, or an image-level species choice only.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse
+from fastapi import FastAPI, Request
 from PIL import Image, ImageDraw
 
-TOKEN = "fedcba9876543210fedcba9876543210fedcba98"
+from tests.backend.fake_ls import LEGACY_TOKEN, FakeLabelStudio
+
+#: The API key the trainer and the backend use (a legacy token, accepted while legacy tokens are on).
+TOKEN = LEGACY_TOKEN
 
 LABEL_CONFIG = """<View>
   <Image name="image" value="$image"/>
@@ -90,11 +93,10 @@ def image_annotation(annotation_id: int, species: str) -> dict:
 
 
 @dataclass
-class FakeProject:
-    """The state behind the fake: tasks, image files and knobs for faults."""
+class FakeProject(FakeLabelStudio):
+    """A fake Label Studio holding one project: its tasks, image files and knobs for faults."""
 
-    project: int
-    image_dir: Path
+    project: int = 1
     tasks: list[dict] = field(default_factory=list)
     species: set[str] = field(default_factory=set)
     export_delay_s: float = 0.0
@@ -128,38 +130,24 @@ class FakeProject:
         self.species.add(species)
         return task_id
 
+    def project_info(self, project: int) -> dict:
+        return {"id": project, "title": "fake camera traps", "label_config": label_config(self.species)}
+
     def app(self) -> FastAPI:
-        app = FastAPI()
-
-        def check(request: Request) -> None:
-            if request.headers.get("authorization") != f"Token {TOKEN}":
-                raise HTTPException(401, "Authentication credentials were not provided.")
-
-        @app.get("/api/projects/{project}")
-        def project(request: Request, project: int) -> dict:
-            check(request)
-            return {"id": project, "title": "fake camera traps", "label_config": label_config(self.species)}
+        app = super().app()
 
         @app.get("/api/projects/{project}/export")
         def export(request: Request, project: int, exportType: str = "JSON") -> list[dict]:  # noqa: N803
-            check(request)
+            self.check(request)
             self.export_calls += 1
             if self.export_delay_s:
                 self.released.wait(self.export_delay_s)
             return [t for t in self.tasks if t["annotations"]]
 
-        @app.get("/data/upload/{project}/{name}")
-        def upload(request: Request, project: int, name: str) -> FileResponse:
-            check(request)
-            path = self.image_dir / Path(name).name
-            if not path.is_file():
-                raise HTTPException(404, "not found")
-            return FileResponse(path)
-
         @app.post("/api/projects/{project}/import")
         async def import_tasks(request: Request, project: int) -> dict:
             """Label Studio's JSON task import: tasks (with inline annotations) appended, counts answered."""
-            check(request)
+            self.check(request)
             body = await request.json()
             with self.lock:
                 annotations = 0
@@ -181,7 +169,7 @@ class FakeProject:
         @app.get("/api/predictions/")
         @app.get("/api/predictions")
         def list_predictions(request: Request, project: int | None = None) -> list[dict]:
-            check(request)
+            self.check(request)
             return [
                 {"id": i + 1, **p}
                 for i, p in enumerate(self.predictions)
@@ -191,7 +179,7 @@ class FakeProject:
         @app.post("/api/predictions/")
         @app.post("/api/predictions")
         async def predictions(request: Request) -> dict:
-            check(request)
+            self.check(request)
             body = await request.json()
             with self.lock:
                 self.predictions.append(body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
@@ -15,14 +16,18 @@ from backend.contracts.projects import optional_project_id
 from backend.errors import ImageError
 from backend.formats.megadetector import md_image, md_output
 from backend.service.deps import RuntimeDep, SettingsDep, require_ls_auth
-from backend.service.schemas import DetectUrlsRequest
+from backend.service.http_errors import error_responses
+from backend.service.schemas import DetectUrlsRequest, MDOutput, ProjectQuery
 from backend.vision.pipeline import ImageSource
 
-router = APIRouter(prefix="/v1", tags=["detection"], dependencies=[Depends(require_ls_auth)])
+router = APIRouter(
+    prefix="/v1", tags=["detection"], dependencies=[Depends(require_ls_auth)], responses=error_responses(401)
+)
 
 #: Most files accepted in one multipart request.
 MAX_FILES = 256
 
+# The body is read by hand (either content type), so FastAPI cannot describe it.
 _REQUEST_BODY_DOC = {
     "requestBody": {
         "required": True,
@@ -30,7 +35,16 @@ _REQUEST_BODY_DOC = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                    "properties": {"images": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                    "description": "Image files; `images` is the usual field name, files under any name are read.",
+                    "properties": {
+                        "images": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "minItems": 1,
+                            "maxItems": MAX_FILES,
+                        }
+                    },
+                    "required": ["images"],
                 },
             },
             "application/json": {"schema": DetectUrlsRequest.model_json_schema()},
@@ -39,13 +53,23 @@ _REQUEST_BODY_DOC = {
 }
 
 
-@router.post("/detect", openapi_extra=_REQUEST_BODY_DOC)
+@router.post(
+    "/detect",
+    openapi_extra=_REQUEST_BODY_DOC,
+    response_model=MDOutput,
+    response_model_exclude_unset=True,
+    responses=error_responses(400, 415, 422),
+)
 async def create_detections(
-    request: Request, runtime: RuntimeDep, settings: SettingsDep, project: str | None = None
-) -> dict:
+    request: Request,
+    runtime: RuntimeDep,
+    settings: SettingsDep,
+    project: ProjectQuery = None,
+) -> dict[str, Any]:
     """Detect (and, with ``project``, classify) the images of a multipart upload or a JSON list of URLs.
 
-    Each image that cannot be read has ``failure`` set; the others are processed as usual.
+    The answer is MegaDetector batch output. Each image that cannot be read has ``failure`` set; the
+    others are processed as usual.
     """
     project_key = optional_project_id(project)
     content_type = request.headers.get("content-type", "")
@@ -88,9 +112,11 @@ async def _uploaded(request: Request, max_bytes: int) -> tuple[list[str], list[I
 
 async def _urls(request: Request, runtime: RuntimeDep, project: str | None) -> tuple[list[str], list[ImageSource]]:
     try:
-        body = DetectUrlsRequest.model_validate(json.loads(await request.body()))
-    except json.JSONDecodeError as exc:
+        data = json.loads(await request.body())
+    except ValueError as exc:  # not JSON, or bytes that are not UTF-8 text
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"malformed JSON body: {exc}") from exc
+    try:
+        body = DetectUrlsRequest.model_validate(data)
     except ValidationError as exc:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, 'expected {"urls": ["...", ...]} with at least one URL'

@@ -8,22 +8,36 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import anyio
 from fastapi import APIRouter, Depends, Response
 from fastapi.concurrency import run_in_threadpool
 
-from backend.contracts.projects import optional_project_id
 from backend.contracts.setup_record import SetupRecord, parse_extra_params
 from backend.errors import LabelConfigError
 from backend.labelstudio.label_config import parse_label_config
 from backend.labelstudio.predictions import empty_prediction
 from backend.service.deps import RuntimeDep, SettingsDep, require_ls_auth
-from backend.service.schemas import HealthResponse, PredictRequest, PredictResponse, SetupRequest, SetupResponse
+from backend.service.http_errors import error_responses
+from backend.service.schemas import (
+    HealthResponse,
+    PredictRequest,
+    PredictResponse,
+    SetupRequest,
+    SetupResponse,
+    project_key,
+)
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(tags=["label-studio"], dependencies=[Depends(require_ls_auth)])
+router = APIRouter(tags=["label-studio"], dependencies=[Depends(require_ls_auth)], responses=error_responses(401))
+#: The /metrics answer as the schema shows it.
+PROMETHEUS_TEXT: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}
+}
+#: The errors of the routes that take a JSON body.
+JSON_BODY_ERRORS = error_responses(400, 422)
 
 #: ``model_class`` reported by /health.
 MODEL_CLASS = "CamtrapMegaDetector"
@@ -41,12 +55,15 @@ def read_health(settings: SettingsDep, runtime: RuntimeDep) -> HealthResponse:
     )
 
 
-@router.post("/setup", response_model=SetupResponse, response_model_exclude_none=True)
+@router.post("/setup", response_model=SetupResponse, response_model_exclude_none=True, responses=JSON_BODY_ERRORS)
 async def create_setup(body: SetupRequest, runtime: RuntimeDep) -> SetupResponse:
-    """Check and remember the project's labeling config and extra_params; report its model version."""
-    project = optional_project_id(body.project)
+    """Check and remember the project's labeling config and extra_params; report its model version.
+
+    A labeling config this backend cannot serve gets 422 with a sentence naming what it lacks.
+    """
+    project = project_key(body.project)
     extra_params = parse_extra_params(body.extra_params)
-    mapping = await run_in_threadpool(parse_label_config, body.label_config or "")
+    mapping = await run_in_threadpool(parse_label_config, body.label_config)
     if project is None:
         return SetupResponse(model_version=runtime.model_version(None))
     record = SetupRecord(schema=body.label_config, extra_params=extra_params, hostname=body.hostname)
@@ -69,10 +86,16 @@ async def create_setup(body: SetupRequest, runtime: RuntimeDep) -> SetupResponse
     return SetupResponse(model_version=version, warnings=[warning])
 
 
-@router.post("/predict", response_model=PredictResponse)
+@router.post("/predict", response_model=PredictResponse, responses=JSON_BODY_ERRORS)
 async def create_predictions(body: PredictRequest, runtime: RuntimeDep) -> PredictResponse:
-    """One prediction per task, in order; a task whose image fails gets an empty prediction."""
-    project = optional_project_id(body.project)
+    """One prediction per task, in order; a task whose image fails gets an empty prediction.
+
+    The labeling config is the body's, else the one ``/setup`` stored for the project; without a
+    usable one the answer is 422 (an empty task list needs none).
+    """
+    project = project_key(body.project)
+    if not body.tasks:
+        return PredictResponse(results=[])
     started = time.perf_counter()
     try:
         results = await run_in_threadpool(runtime.predict_tasks, body.tasks, project, body.label_config)
@@ -87,7 +110,11 @@ async def create_predictions(body: PredictRequest, runtime: RuntimeDep) -> Predi
     return PredictResponse(results=results)
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses=PROMETHEUS_TEXT,
+)
 def read_metrics(runtime: RuntimeDep) -> Response:
     """Prometheus metrics of this process."""
     content, media_type = runtime.metrics.render()

@@ -10,7 +10,7 @@ import json
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 from fastapi.concurrency import run_in_threadpool
 
 from backend.contracts import promotion, registry
@@ -18,19 +18,23 @@ from backend.contracts.bundle import VERSION_PATTERN, BundleManifest, bundle_dir
 from backend.contracts.keys import RedisKeys
 from backend.contracts.projects import project_id
 from backend.service.deps import RedisDep, SettingsDep, require_ls_auth
+from backend.service.http_errors import error_responses
+from backend.service.schemas import ModelsResponse, ProjectQuery, PromoteResponse, VersionsResponse
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(tags=["models"], dependencies=[Depends(require_ls_auth)])
+router = APIRouter(tags=["models"], dependencies=[Depends(require_ls_auth)], responses=error_responses(401, 422))
 
 #: The gate's figures ``GET /models`` shows next to the reason (from ``metrics.json``).
 GATE_FIELDS = ("against", "comparable", "species", "crops", "gain", "interval", "confidence", "min_gain")
 
-Version = Annotated[str, Path(pattern=VERSION_PATTERN.pattern, description="a bundle version")]
+Version = Annotated[
+    str, Path(pattern=VERSION_PATTERN.pattern, description="a bundle version, or `none` (the detector alone)")
+]
 
 
-@router.get("/models")
-async def read_models(settings: SettingsDep, project: Annotated[str | None, Query()] = None) -> dict[str, Any]:
+@router.get("/models", response_model=ModelsResponse)
+async def read_models(settings: SettingsDep, project: ProjectQuery = None) -> dict[str, Any]:
     """Bundles of a project (or of every project), newest first: metrics, which is current, why rejected."""
     projects = [_project(project)] if project is not None else registry.projects(settings.models_dir)
     detector = registry.detector_id(settings.detector_model)
@@ -38,13 +42,14 @@ async def read_models(settings: SettingsDep, project: Annotated[str | None, Quer
     return {"projects": listing}
 
 
-@router.post("/models/{version}/promote")
+@router.post("/models/{version}/promote", response_model=PromoteResponse, responses=error_responses(404, 409))
 async def promote_model(
-    version: Version, settings: SettingsDep, connection: RedisDep, project: Annotated[str | None, Query()] = None
+    version: Version, settings: SettingsDep, connection: RedisDep, project: ProjectQuery = None
 ) -> dict[str, Any]:
     """Serve ``version`` (rollback or roll forward): move the pointer and announce it to every backend.
 
-    ``none`` (with ``?project=``) rolls back to the detector alone.
+    ``none`` (with ``?project=``; 422 without) rolls back to the detector alone. Without ``?project=``
+    the version's project is looked up: 404 when no project has it, 409 when several do.
     """
     if version == registry.NO_CLASSIFIER and project is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "rolling back to 'none' needs ?project=<id>")
@@ -64,14 +69,13 @@ async def promote_model(
     }
 
 
-@router.get("/versions")
-async def read_versions(
-    request: Request, settings: SettingsDep, project: Annotated[str | None, Query()] = None
-) -> dict[str, Any]:
-    """``model_version`` strings of a project's bundles, current first (LS sends a GET with a JSON body).
+@router.get("/versions", response_model=VersionsResponse)
+async def read_versions(request: Request, settings: SettingsDep, project: ProjectQuery = None) -> dict[str, Any]:
+    """``model_version`` strings of a project's bundles, current first.
 
-    Label Studio 1.23.2 names no project at all; then ``DEFAULT_PROJECT`` is used, or the only
-    project that has models.
+    The project is ``?project=``, else the ``project`` of a JSON body (Label Studio sends a GET with
+    one), else ``DEFAULT_PROJECT``, else the only project that has models; Label Studio 1.23.2 names
+    none at all. With no project, the one version is the detector alone.
     """
     project = project or await _body_project(request) or settings.default_project
     if project is None:
@@ -79,7 +83,8 @@ async def read_versions(
         project = trained[0] if len(trained) == 1 else None
     detector = registry.detector_id(settings.detector_model)
     if project is None:
-        return {"versions": [registry.model_version(detector, None)]}
+        detector_only = registry.model_version(detector, None)
+        return {"versions": [detector_only], "current": detector_only}
     owner = _project(project)
     current = registry.read_current(settings.models_dir, owner)
     bundles = await run_in_threadpool(list_bundles, settings.models_dir, owner)

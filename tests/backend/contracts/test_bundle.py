@@ -11,20 +11,11 @@ from safetensors.torch import save_file
 from backend.contracts import bundle
 from backend.errors import BundleError
 from backend.vision.classifier import SpeciesClassifier, build_network
+from tests.backend.bundles import stage_bundle
 
 
-def _staged(models_dir: Path, project: str = "3", job_id: str = "job1", labels=("Grey Fox", "Chicken")):
-    staging = bundle.staging_dir(models_dir, project, job_id)
-    manifest = bundle.BundleManifest(
-        version=bundle.new_version(project, job_id),
-        project=project,
-        labels=list(labels),
-        backbone="mobilenet_v3_small",
-        preprocessing=bundle.Preprocessing(input_size=32),
-    )
-    save_file(build_network("mobilenet_v3_small", len(labels)).state_dict(), staging / bundle.WEIGHTS_FILE)
-    bundle.write_manifest(staging, manifest)
-    return staging, manifest
+def _staged(models_dir: Path, job_id: str = "job1") -> tuple[Path, bundle.BundleManifest]:
+    return stage_bundle(models_dir, "3", job_id=job_id, labels=["Grey Fox", "Chicken"], input_size=32)
 
 
 def test_commit_bundle_renames_staging_into_place(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from backend.contracts import promotion, registry
 from backend.contracts.bundle import commit_bundle
 from backend.contracts.keys import RedisKeys
 from backend.errors import BundleError
-from tests.backend.contracts.test_bundle import _staged
+from tests.backend.bundles import stage_bundle
 
 
 @pytest.mark.parametrize(
@@ -37,7 +37,7 @@ def test_read_current_is_none_before_any_promotion(tmp_path: Path) -> None:
 
 
 def test_set_current_writes_pointer_mirrors_and_announces(tmp_path: Path, redis_client: redis.Redis) -> None:
-    staging, manifest = _staged(tmp_path)
+    staging, manifest = stage_bundle(tmp_path, "3")
     commit_bundle(staging, tmp_path, manifest)
     keys = RedisKeys()
     pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
@@ -53,7 +53,7 @@ def test_set_current_writes_pointer_mirrors_and_announces(tmp_path: Path, redis_
 
 
 def test_set_current_refuses_unknown_version_and_keeps_pointer(tmp_path: Path) -> None:
-    staging, manifest = _staged(tmp_path)
+    staging, manifest = stage_bundle(tmp_path, "3")
     commit_bundle(staging, tmp_path, manifest)
     promotion.set_current(tmp_path, "3", manifest.version, None, RedisKeys())
     with pytest.raises(BundleError):
@@ -67,7 +67,7 @@ def test_announce_survives_redis_down(tmp_path: Path) -> None:
 
 
 def test_set_current_none_rolls_back_to_the_detector_alone(tmp_path: Path, redis_client: redis.Redis) -> None:
-    staging, manifest = _staged(tmp_path)
+    staging, manifest = stage_bundle(tmp_path, "3")
     commit_bundle(staging, tmp_path, manifest)
     keys = RedisKeys()
     promotion.set_current(tmp_path, "3", manifest.version, redis_client, keys)

@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
 from backend.config import Settings
+from backend.service.app import create_app
 from backend.service.deps import require_webhook_secret
 from backend.vision.detector import Detector
 from tests.backend.conftest import running_app
@@ -82,3 +83,63 @@ def webhook_client(secret: str | None) -> TestClient:
 def test_webhook_secret_dependency(secret: str | None, kwargs: dict, status: int) -> None:
     with webhook_client(secret) as client:
         assert client.post("/webhook", json={"action": "ANNOTATION_CREATED"}, **kwargs).status_code == status
+
+
+def _security(schema: dict, path: str, method: str = "post") -> list[dict]:
+    return schema["paths"][path][method].get("security", [])
+
+
+def test_openapi_declares_basic_auth_and_the_webhook_secret_as_security_schemes(
+    settings_factory: Callable[..., Settings], detector: Detector
+) -> None:
+    settings = settings_factory(basic_auth_user=USER, basic_auth_pass=PASSWORD, webhook_secret="hook-secret")
+    with TestClient(create_app(settings, detector=detector)) as client:
+        schema = client.get("/openapi.json").json()
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["HTTPBasic"] == {
+        "type": "http",
+        "scheme": "basic",
+        "description": schemes["HTTPBasic"]["description"],
+    }
+    assert (schemes["WebhookSecretHeader"]["in"], schemes["WebhookSecretHeader"]["name"]) == (
+        "header",
+        "X-Webhook-Secret",
+    )
+    assert (schemes["WebhookSecretQuery"]["in"], schemes["WebhookSecretQuery"]["name"]) == ("query", "secret")
+    # One requirement object per scheme: any one of them passes.
+    assert sorted(_security(schema, "/webhook"), key=str) == [
+        {"HTTPBasic": []},
+        {"WebhookSecretHeader": []},
+        {"WebhookSecretQuery": []},
+    ]
+    assert _security(schema, "/predict") == [{"HTTPBasic": []}]
+    assert _security(schema, "/health", "get") == [{"HTTPBasic": []}]
+    error = {"$ref": "#/components/schemas/ErrorResponse"}
+    for path, method in [("/predict", "post"), ("/webhook", "post"), ("/jobs/{job_id}", "get")]:
+        responses = schema["paths"][path][method]["responses"]
+        assert responses["401"]["content"]["application/json"]["schema"] == error
+        assert responses["422"]["content"]["application/json"]["schema"] == error
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+
+
+def test_openapi_declares_no_auth_the_settings_leave_off(
+    settings_factory: Callable[..., Settings], detector: Detector
+) -> None:
+    with TestClient(create_app(settings_factory(), detector=detector)) as client:
+        schema = client.get("/openapi.json").json()
+        webhook = client.post("/webhook", json={"action": "PROJECT_CREATED"})
+    assert webhook.status_code == 200
+    assert "securitySchemes" not in schema.get("components", {}) or not schema["components"]["securitySchemes"]
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            assert "security" not in operation, f"{method} {path}"
+            assert "401" not in operation["responses"], f"{method} {path}"
+
+
+def test_method_not_allowed_lists_every_method_of_the_path(
+    settings_factory: Callable[..., Settings], detector: Detector
+) -> None:
+    with TestClient(create_app(settings_factory(), detector=detector)) as client:
+        response = client.put("/jobs/train-1")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "DELETE, GET, HEAD"

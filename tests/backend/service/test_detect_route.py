@@ -63,6 +63,12 @@ def test_detect_urls_fetches_through_label_studio_and_refuses_others(
             "malformed JSON",
             id="malformed-json",
         ),
+        pytest.param(
+            {"content": b'{"urls": ["\xff"]}', "headers": {"content-type": "application/json"}},
+            422,
+            "malformed JSON",
+            id="not-utf8",
+        ),
         pytest.param({"json": {"urls": []}}, 422, "at least one URL", id="no-urls"),
         pytest.param({"content": b"x", "headers": {"content-type": "text/plain"}}, 415, "multipart", id="wrong-type"),
         pytest.param({"files": [("field", (None, b"value"))]}, 422, "no image file", id="form-without-file"),

@@ -136,6 +136,25 @@ def test_predict_without_tasks_gets_422_naming_the_field(
     assert "tasks" in response.json()["detail"]
 
 
+def test_predict_with_no_tasks_answers_no_results(
+    settings_factory: Callable[..., Settings], detector: Detector
+) -> None:
+    with running_app(settings_factory(), detector) as url:
+        response = httpx.post(f"{url}/predict", json={"tasks": []})
+    assert response.status_code == 200 and response.json() == {"results": []}
+
+
+def test_setup_without_schema_gets_422_naming_the_field(
+    settings_factory: Callable[..., Settings], detector: Detector
+) -> None:
+    with running_app(settings_factory(), detector) as url:
+        response = httpx.post(f"{url}/setup", json={})
+        schema = httpx.get(f"{url}/openapi.json").json()
+    assert response.status_code == 422
+    assert response.json() == {"detail": "invalid request: schema: Field required"}
+    assert "schema" in schema["components"]["schemas"]["SetupRequest"]["required"]
+
+
 def test_predict_returns_valid_predictions_in_task_order(
     settings_factory: Callable[..., Settings], detector: Detector, label_config: str, ena24_dir: Path
 ) -> None:

@@ -19,18 +19,9 @@ from backend.service.runtime import Runtime
 from backend.vision.detector import Detector
 from tests.backend.bundles import write_bundle
 from tests.backend.conftest import PHOTOS, make_settings, running_app
-from tests.processes import free_port
+from tests.processes import free_port, wait_until
 
 PROJECT = "5"
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def test_predict_emits_species_sharing_the_box_id(
@@ -100,7 +91,12 @@ def test_runtime_swaps_classifier_on_redis_announcement(
         time.sleep(0.3)  # let the watcher subscribe
         write_bundle(settings.models_dir, PROJECT, "v2", favourite="Chicken")
         promotion.set_current(settings.models_dir, PROJECT, "v2", redis_client, RedisKeys(settings.redis_prefix))
-        assert wait_for(lambda: runtime.model_version(PROJECT) == "md_tiny_md_v5+v2", timeout_s=5.0)
+        wait_until(
+            lambda: runtime.model_version(PROJECT) == "md_tiny_md_v5+v2",
+            timeout=5.0,
+            what="the swap to v2",
+            interval=0.05,
+        )
         assert in_flight.classifier.version == "v1"  # a request holding the old slot finishes on it
         assert runtime.slot(PROJECT).classifier.labels == in_flight.classifier.labels
     finally:
@@ -115,9 +111,19 @@ def test_runtime_swaps_by_polling_when_redis_is_down(tmp_path: Path, detector: D
         assert runtime.model_version(PROJECT) == "md_tiny_md_v5+none"
         write_bundle(settings.models_dir, PROJECT, "v1", favourite="Grey Fox")
         promotion.set_current(settings.models_dir, PROJECT, "v1", None, RedisKeys())
-        assert wait_for(lambda: runtime.model_version(PROJECT) == "md_tiny_md_v5+v1", timeout_s=5.0)
+        wait_until(
+            lambda: runtime.model_version(PROJECT) == "md_tiny_md_v5+v1",
+            timeout=5.0,
+            what="v1 from the pointer",
+            interval=0.05,
+        )
         registry.write_current(settings.models_dir, PROJECT, None)  # rollback to detector only
-        assert wait_for(lambda: runtime.model_version(PROJECT) == "md_tiny_md_v5+none", timeout_s=5.0)
+        wait_until(
+            lambda: runtime.model_version(PROJECT) == "md_tiny_md_v5+none",
+            timeout=5.0,
+            what="the rollback",
+            interval=0.05,
+        )
     finally:
         runtime.close()
 
@@ -209,7 +215,12 @@ def test_setup_answers_within_budget_while_classifier_loads(
         assert response.json() == {"model_version": "md_tiny_md_v5+v1"}  # the pointer's version, not yet loaded
         assert 1.5 < elapsed < 3.0
         # the load went on in its thread after /setup answered
-        assert wait_for(lambda: "camtrap_model_swaps_total 1.0" in httpx.get(f"{url}/metrics").text, timeout_s=10)
+        wait_until(
+            lambda: "camtrap_model_swaps_total 1.0" in httpx.get(f"{url}/metrics").text,
+            timeout=10,
+            what="one swap in /metrics",
+            interval=0.05,
+        )
 
 
 def test_setup_warns_and_predict_counts_labels_the_config_cannot_show(
