@@ -187,6 +187,19 @@ class ServedBaseline(BaseModel):
     note: str | None = None
 
 
+class GateDecision(BaseModel):
+    """What the promotion gate compared (None for a bundle trained before the gate recorded it)."""
+
+    against: str | None = None
+    comparable: bool | None = None
+    species: list[str] | None = None
+    crops: int | None = None
+    gain: float | None = None
+    interval: list[float] | None = None
+    confidence: float | None = None
+    min_gain: float | None = None
+
+
 class BundleSummary(BaseModel):
     version: str
     model_version: str
@@ -202,6 +215,8 @@ class BundleSummary(BaseModel):
     test: HeldOutScores
     served_baseline: ServedBaseline
     split: dict[str, dict[str, int]] | None = Field(description="Crops per species in each split.")
+    grouping: str | None = Field(None, description="What the split grouped by (`location`, `sequence`, ...).")
+    gate: GateDecision = Field(default_factory=GateDecision)
 
 
 class ProjectModels(BaseModel):
