@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -70,13 +70,18 @@ class Settings(BaseSettings):
 
     # --- Detector ---------------------------------------------------------------------------
     detector_model: str = "MDV5A"
-    """A MegaDetector name the ``megadetector`` package knows (downloaded and cached) or a ``.pt`` path."""
+    """A MegaDetector name the ``megadetector`` package knows (downloaded and cached), a ``.pt`` path, or
+    ``mdlite`` (MegadetectorLite, offline: ``camtrap fetch mdlite``)."""
     detector_device: str | None = None
     """``cuda``, ``cpu`` or unset for CUDA when available."""
     detector_batch_size: int = 8
     """Images per detector forward pass."""
     detector_image_size: int | None = None
     """Inference size in pixels; unset uses the model's own (1280 for MDv5)."""
+    # DETECTOR_FALLBACK (issue 8): the offline detector when DETECTOR_MODEL cannot be downloaded.
+    detector_fallback: Literal["mdlite", "none"] = "mdlite"
+    """``mdlite``: start with MegadetectorLite (and say so) when the named MegaDetector cannot be downloaded;
+    ``none``: refuse to start."""
     model_poll_interval_s: float = Field(5.0, gt=0)
     """How often each backend process re-reads the model pointers of its projects (besides Redis announcements)."""
 

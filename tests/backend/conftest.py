@@ -35,6 +35,12 @@ def detector(tiny_detector_path: Path) -> Detector:
 
 
 @pytest.fixture(scope="session")
+def mdlite_detector() -> Detector:
+    """MegadetectorLite's real weights (DETECTOR_MODEL=mdlite; fetched into the user cache on the first run)."""
+    return Detector.load(Settings(detector_model="mdlite", detector_device="cpu", detector_batch_size=4))
+
+
+@pytest.fixture(scope="session")
 def image_dir(tmp_path_factory: pytest.TempPathFactory, ena24_dir: Path) -> Path:
     """ENA24 photos plus broken files: truncated, not an image, too many pixels."""
     directory = tmp_path_factory.mktemp("ls-media")
