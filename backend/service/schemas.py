@@ -76,6 +76,14 @@ class HealthResponse(BaseModel):
     status: str = "UP"
     model_class: str
     model_version: str
+    detector: str = Field(
+        description="The detector actually loaded: `mdlite` when DETECTOR_MODEL could not be downloaded "
+        "(then `detector_fallback` says why), else DETECTOR_MODEL's detector id.",
+        examples=["md_v5a", "mdlite"],
+    )
+    detector_fallback: str | None = Field(
+        None, description="Why MegadetectorLite runs instead of DETECTOR_MODEL (null: it is what was configured)."
+    )
 
 
 class SetupRequest(BaseModel):
@@ -99,6 +107,7 @@ class SetupResponse(BaseModel):
     """The one field Label Studio reads from a ``/setup`` answer."""
 
     model_version: str
+    detector: str = Field(description="The detector actually loaded (as in `/health`).", examples=["md_v5a", "mdlite"])
     warnings: list[str] | None = None
 
 

@@ -1,4 +1,5 @@
-"""``camtrap serve``: check the detector, make sure a Redis answers, run uvicorn on the app factory."""
+"""``camtrap serve``: check the detector (or its MegadetectorLite fallback), make sure a Redis answers, run uvicorn
+on the app factory."""
 
 from __future__ import annotations
 
@@ -39,11 +40,12 @@ def run_serve(args: argparse.Namespace) -> int:
     """Check the detector and Redis, then run uvicorn on the ``backend.service.app:create_app`` factory."""
     import uvicorn
 
-    from backend.vision.detector import resolve_model_file
+    from backend.vision.detector import MDLITE, choose_detector, load_mdlite
 
     settings = get_settings()
     try:
-        resolve_model_file(settings.detector_model)
+        if choose_detector(settings).name == MDLITE:
+            load_mdlite(settings)  # fetches the weights once here, not in every worker
         with local_redis(settings):
             uvicorn.run(
                 "backend.service.app:create_app",

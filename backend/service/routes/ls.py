@@ -51,7 +51,10 @@ SETUP_BUDGET_S = 2.0
 def read_health(settings: SettingsDep, runtime: RuntimeDep) -> HealthResponse:
     """Liveness and the default project's model version (never waits for inference)."""
     return HealthResponse(
-        model_class=MODEL_CLASS, model_version=runtime.model_version(settings.default_project, load=False)
+        model_class=MODEL_CLASS,
+        model_version=runtime.model_version(settings.default_project, load=False),
+        detector=runtime.detector.id,
+        detector_fallback=runtime.detector.fallback_reason,
     )
 
 
@@ -65,7 +68,7 @@ async def create_setup(body: SetupRequest, runtime: RuntimeDep) -> SetupResponse
     extra_params = parse_extra_params(body.extra_params)
     mapping = await run_in_threadpool(parse_label_config, body.label_config)
     if project is None:
-        return SetupResponse(model_version=runtime.model_version(None))
+        return SetupResponse(model_version=runtime.model_version(None), detector=runtime.detector.id)
     record = SetupRecord(schema=body.label_config, extra_params=extra_params, hostname=body.hostname)
     await run_in_threadpool(runtime.setups.remember, project, record, body.access_token)
     version = None
@@ -74,16 +77,16 @@ async def create_setup(body: SetupRequest, runtime: RuntimeDep) -> SetupResponse
         version = await anyio.to_thread.run_sync(runtime.model_version, project, abandon_on_cancel=True)
     if version is None:
         logger.info("project %s: classifier still loading; /setup reports the pointer's version", project)
-        return SetupResponse(model_version=runtime.model_version(project, load=False))
+        return SetupResponse(model_version=runtime.model_version(project, load=False), detector=runtime.detector.id)
     unmapped = await run_in_threadpool(runtime.unmapped_labels, project, mapping)
     if not unmapped:
-        return SetupResponse(model_version=version)
+        return SetupResponse(model_version=version, detector=runtime.detector.id)
     warning = (
         f"the served classifier's labels {unmapped} match no choice of the labeling config, so they are never "
         "shown: add them as choices (or predicted_values) or retrain"
     )
     logger.warning("project %s: %s", project, warning)
-    return SetupResponse(model_version=version, warnings=[warning])
+    return SetupResponse(model_version=version, detector=runtime.detector.id, warnings=[warning])
 
 
 @router.post("/predict", response_model=PredictResponse, responses=JSON_BODY_ERRORS)

@@ -41,7 +41,7 @@ def test_app_refuses_to_start_without_detector(
         pass
 
 
-def test_app_refuses_to_start_when_named_model_cannot_download(
+def test_app_refuses_to_start_when_named_model_cannot_download_and_fallback_is_none(
     settings_factory: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import megadetector.detection.run_detector as run_detector
@@ -51,7 +51,7 @@ def test_app_refuses_to_start_when_named_model_cannot_download(
 
     monkeypatch.setattr(run_detector, "try_download_known_detector", offline)
     with pytest.raises(ConfigurationError, match="set DETECTOR_MODEL to a local .pt file, or run once with internet"):
-        with TestClient(create_app(settings_factory(detector_model="MDV5A"))):
+        with TestClient(create_app(settings_factory(detector_model="MDV5A", detector_fallback="none"))):
             pass
 
 

@@ -42,6 +42,8 @@ def test_health_reports_status_and_model_version(settings_factory: Callable[...,
                 "status": "UP",
                 "model_class": "CamtrapMegaDetector",
                 "model_version": "md_tiny_md_v5+none",
+                "detector": "md_tiny_md_v5",
+                "detector_fallback": None,
             }
 
 
@@ -81,7 +83,7 @@ def test_setup_extra_params_override_show_threshold(
             f"{url}/predict", json={"tasks": tasks_for(PHOTOS[0]), "project": PROJECT}, timeout=120
         ).json()["results"][0]
     assert response.status_code == 200, response.text
-    assert response.json() == {"model_version": "md_tiny_md_v5+none"}
+    assert response.json() == {"model_version": "md_tiny_md_v5+none", "detector": "md_tiny_md_v5"}
     assert elapsed < 1.0
     stored = redis_client.hgetall(RedisKeys(settings.redis_prefix).setup("3"))
     assert stored[b"schema"].decode() == label_config

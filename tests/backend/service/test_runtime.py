@@ -212,7 +212,8 @@ def test_setup_answers_within_budget_while_classifier_loads(
         started = time.perf_counter()
         response = httpx.post(f"{url}/setup", json={"project": "5.1", "schema": label_config}, timeout=10)
         elapsed = time.perf_counter() - started
-        assert response.json() == {"model_version": "md_tiny_md_v5+v1"}  # the pointer's version, not yet loaded
+        # the pointer's version, not yet loaded
+        assert response.json() == {"model_version": "md_tiny_md_v5+v1", "detector": "md_tiny_md_v5"}
         assert 1.5 < elapsed < 3.0
         # the load went on in its thread after /setup answered
         wait_until(
