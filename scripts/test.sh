@@ -8,6 +8,8 @@ source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
 ensure_debian_packages redis-server:redis-server chromium:chromium docker-compose:docker-compose
 ensure_venv test
+log "camtrap fetch mdlite (the tests run the real MegadetectorLite)"
+"$VENV/bin/camtrap" fetch mdlite
 log "ruff check"
 "$VENV/bin/ruff" check .
 log "ruff format --check"
