@@ -91,7 +91,7 @@ async def create_detections(
         runtime.metrics.tasks.labels("detect", "failed" if result.boxes is None else "predicted").inc()
     runtime.metrics.request_seconds.labels("detect").observe(time.perf_counter() - started)
     images = [md_image(result.name, result.boxes, labels, result.failure) for result in results]
-    return md_output(images, settings.detector_model, labels, runtime.version_of(slot))
+    return md_output(images, runtime.detector.model_name, labels, runtime.version_of(slot))
 
 
 async def _uploaded(request: Request, max_bytes: int) -> tuple[list[str], list[ImageSource]]:

@@ -90,3 +90,24 @@ def test_openapi_documents_detect_route(settings_factory: Callable[..., Settings
     body = schema["paths"]["/v1/detect"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/json"} <= set(body)
     assert docs.status_code == 200
+
+
+def test_detect_with_mdlite_gives_valid_megadetector_json_with_animal_boxes(
+    settings_factory: Callable[..., Settings], mdlite_detector: Detector, ena24_dir: Path, tmp_path: Path
+) -> None:
+    from megadetector.postprocessing.validate_batch_results import validate_batch_results
+
+    files = [("images", (name, (ena24_dir / name).read_bytes(), "image/jpeg")) for name in PHOTOS]
+    with running_app(settings_factory(detector_model="mdlite"), mdlite_detector) as url:
+        response = httpx.post(f"{url}/v1/detect", files=files, timeout=120)
+    assert response.status_code == 200
+    output = response.json()
+    assert output["info"]["detector"] == "mdlite" and output["info"]["model_version"] == "mdlite+none"
+    path = tmp_path / "mdlite.json"
+    path.write_text(response.text)
+    assert validate_batch_results(str(path))["validation_results"]["errors"] == []
+    for image in output["images"]:
+        assert image["failure"] is None and image["detections"], image["file"]
+        assert {d["category"] for d in image["detections"]} == {"1"}  # MegadetectorLite knows animals only
+    shown = [image["file"] for image in output["images"] if image["detections"][0]["conf"] >= 0.2]
+    assert shown == PHOTOS[:2]  # 596.jpg's squirrel scores 0.17: kept (>= 0.01) but under the show threshold
