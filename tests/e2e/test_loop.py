@@ -4,7 +4,9 @@
    ENA24 photos with a ``location`` per task, connect our backend as the project's ML backend.
 2. Retrieve predictions (the Data Manager action): every task gets one prediction of the backend's
    ``model_version`` with boxes LS stored; the count of tasks with predictions is read back.
-3. Annotate a subset as an annotator would: one corrected box per photo with its species.
+3. Annotate a subset as an annotator would: the prediction's top animal box kept (a box drawn where there is
+   none) with its species. The PAT stack runs MegadetectorLite's real weights, so those are real detections
+   and the training crops hold the animals; the legacy stack keeps the random-weight MDv5-shaped checkpoint.
 4. Start Training (``POST /api/ml/{id}/train``) -> the job runs on the RQ worker -> the bundle is
    promoted -> /setup reports the new version -> retrieving predictions again gives the unannotated
    tasks species choices from the new model, stored under the new version.
@@ -57,6 +59,7 @@ def test_loop_with_personal_access_token(pat_stack: Stack, photos: list[flows.Ph
     with stack.backend.client() as backend:
         project = step1_create_project_and_connect(stack, photos, title="Camera traps (PAT)")
         detector_only = step2_retrieve_predictions(stack, project)
+        check_real_boxes(stack, project, detector_only)
         annotated = step3_annotate(stack, project)
         first = step4_train_and_repredict(stack, backend, project, annotated, previous_version=detector_only)
         second = step6_auto_training(stack, backend, project, annotated, first=first)
@@ -122,6 +125,22 @@ def step2_retrieve_predictions(stack: Stack, project: flows.CamtrapProject) -> s
     return version
 
 
+def check_real_boxes(stack: Stack, project: flows.CamtrapProject, version: str) -> None:
+    """The PAT stack runs MegadetectorLite: most photos got an animal box, so the annotations of step 3 keep
+    real detections and training crops animals (matched to the detector's stored boxes)."""
+    assert version == "mdlite+none", f"the PAT stack should serve MegadetectorLite: {version}"
+    predictions = flows.predictions_by_task(stack.api, project.id)
+    boxed = [
+        task_id
+        for task_id, (prediction, *_) in predictions.items()
+        if any("animal" in b["value"]["rectanglelabels"] for b in flows.boxes(prediction))
+    ]
+    assert len(boxed) >= 18, f"only {len(boxed)} of {len(predictions)} photos got an animal box from mdlite"
+    for task_id in boxed:
+        region = flows.boxes(predictions[task_id][0])[0]["value"]
+        assert 0.2 < region["width"] * region["height"] / 100 < 60, f"task {task_id}: implausible box {region}"
+
+
 def step3_annotate(stack: Stack, project: flows.CamtrapProject) -> set[int]:
     """Annotate the photos of the first species: one box with its species each, starting from the prediction."""
     api = stack.api
@@ -131,7 +150,9 @@ def step3_annotate(stack: Stack, project: flows.CamtrapProject) -> set[int]:
     for task_id in sorted(annotated):
         photo = project.photos[task_id]
         api.create_annotation(
-            task_id, flows.annotation_result(photo, f"box-{task_id}"), parent_prediction=predictions[task_id][0]["id"]
+            task_id,
+            flows.annotation_result(photo, f"box-{task_id}", predictions[task_id][0]),
+            parent_prediction=predictions[task_id][0]["id"],
         )
     tasks = {t["id"]: t for t in api.tasks(project.id)}
     labeled = {t for t, task in tasks.items() if task["total_annotations"] > 0}
@@ -214,8 +235,10 @@ def step6_auto_training(
     assert int(_redis(stack).get(pending_key) or 0) == 0, "step 6: Start Training should have reset the counter"
     remaining = sorted(set(project.photos) - annotated)[:AUTO_TRAIN_N]
     assert len(remaining) == AUTO_TRAIN_N, "step 6: not enough unannotated photos"
+    predictions = flows.predictions_by_task(api, project.id)  # every version's boxes are the same detector's
     for i, task_id in enumerate(remaining, start=1):
-        api.create_annotation(task_id, flows.annotation_result(project.photos[task_id], f"box-{task_id}"))
+        prediction = predictions[task_id][0] if predictions.get(task_id) else None
+        api.create_annotation(task_id, flows.annotation_result(project.photos[task_id], f"box-{task_id}", prediction))
         annotated.add(task_id)
         if i < AUTO_TRAIN_N:
             job = job_info(backend, job_id)
