@@ -56,6 +56,16 @@ class Metrics:
             ["label"],
             registry=self.registry,
         )
+        self.detector_images = Counter(
+            "camtrap_detector_images",
+            "Images through the detector's forward pass (images answered from the detection store are not counted)",
+            registry=self.registry,
+        )
+        self.classifier_crops = Counter(
+            "camtrap_classifier_crops",
+            "Crops through the species classifier",
+            registry=self.registry,
+        )
         self.model_swaps = Counter(
             "camtrap_model_swaps_total",
             "Classifier bundles swapped in (promotion, rollback, first load)",
@@ -82,3 +92,9 @@ class _PipelineMetrics:
 
     def image_failed(self, stage: str) -> None:
         self._metrics.image_failures.labels(stage).inc()
+
+    def detector_images(self, count: int) -> None:
+        self._metrics.detector_images.inc(count)
+
+    def classifier_crops(self, count: int) -> None:
+        self._metrics.classifier_crops.inc(count)
