@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from backend.commands import Command, run_commands
 from backend.service import server
 from trainer import cli as trainer_cli
-from trainer import fetch, file_commands
+from trainer import detect, fetch, file_commands
 
 
 def all_commands() -> list[Command]:
     """Every ``camtrap`` subcommand: the service's, the trainer's, then those of users who arrive with files."""
-    return [*server.COMMANDS, *trainer_cli.COMMANDS, *fetch.COMMANDS, *file_commands.COMMANDS]
+    return [*server.COMMANDS, *trainer_cli.COMMANDS, *fetch.COMMANDS, *file_commands.COMMANDS, *detect.COMMANDS]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
