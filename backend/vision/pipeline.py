@@ -25,6 +25,7 @@ from backend.contracts.detection_store import DetectionStore, StoredImage, conte
 from backend.errors import ImageError
 from backend.vision.categories import ANIMAL_CATEGORY
 from backend.vision.classifier import Prediction, SpeciesClassifier
+from backend.vision.counters import counters
 from backend.vision.decode import decode_image
 from backend.vision.detector import Detection, Detector
 from backend.vision.thresholds import Thresholds
@@ -184,6 +185,7 @@ class Pipeline:
             logger.exception("detector failed on a batch of %d images", len(results))
             outputs = [f"inference failure ({type(exc).__name__})"] * len(results)
         else:
+            counters().detector_images.inc(len(images))
             self.observer.detector_images(len(images))
         self.observer.stage_seconds("detect", time.perf_counter() - started)
         for result, output in zip(results, outputs, strict=True):
@@ -236,6 +238,7 @@ class Pipeline:
                 "classifier %s failed on %d crops; boxes are sent without species", classifier.version, len(crops)
             )
             return
+        counters().classifier_crops.inc(len(crops))
         self.observer.classifier_crops(len(crops))
         self.observer.stage_seconds("classify", time.perf_counter() - started)
         for (result, index), guess in zip(targets, guesses, strict=True):
