@@ -14,12 +14,19 @@ from backend.config import get_settings
 from backend.service import server
 from backend.vision.counters import enable_multiprocess
 from trainer import cli as trainer_cli
-from trainer import detect, fetch, file_commands
+from trainer import detect, fetch, file_commands, import_md
 
 
 def all_commands() -> list[Command]:
     """Every ``camtrap`` subcommand: the service's, the trainer's, then those of users who arrive with files."""
-    return [*server.COMMANDS, *trainer_cli.COMMANDS, *fetch.COMMANDS, *file_commands.COMMANDS, *detect.COMMANDS]
+    return [
+        *server.COMMANDS,
+        *trainer_cli.COMMANDS,
+        *fetch.COMMANDS,
+        *file_commands.COMMANDS,
+        *detect.COMMANDS,
+        *import_md.COMMANDS,
+    ]
 
 
 #: Commands whose processes (uvicorn workers, RQ work horses) sum their metrics in DATA_DIR/metrics.
