@@ -31,8 +31,8 @@ from pathlib import Path
 import httpx
 import torch
 
-from backend.cli import local_redis
 from backend.config import Settings
+from backend.service.server import local_redis
 from tests.backend.fake_ls import LEGACY_TOKEN, FakeLabelStudio, serve_in_thread
 from tests.conftest import DEFAULT_IMAGES, REPO_ROOT
 from tests.model_factory import MDV5A_ARCH, make_yolov5_checkpoint

@@ -282,6 +282,8 @@ source=model (with its model_version and score).
 
   csv    task_id,image,location,datetime,source,label,x,y,width,height,score,model_version,annotation_id
   coco   COCO Camera Traps (categories by name, empty = 0; source/score/model_version on each annotation)
+  md     MegaDetector batch format (Timelapse, AddaxAI): the latest prediction's boxes and species
+         (classifications); human boxes with conf 1.0 and "source": "human"
 
 Example:
   camtrap export --project 7 --format coco -o season_coco.json
@@ -290,7 +292,7 @@ Example:
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--project", required=True, help="the Label Studio project id")
-    parser.add_argument("--format", required=True, choices=["csv", "coco"], help="the file format")
+    parser.add_argument("--format", required=True, choices=["csv", "coco", "md"], help="the file format")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="PATH", help="the file written")
 
 
@@ -306,6 +308,10 @@ def run_export(args: argparse.Namespace) -> int:
     except (BackendError, ValueError) as exc:
         logger.error("cannot export project %s from Label Studio: %s", args.project, exc)
         return 1
+    if args.format == "md":
+        path = project_export.write_md_export(args.output, tasks, config, settings.detector_model)
+        sys.stdout.write(json.dumps({"output": str(path), "tasks": len(tasks)}) + "\n")
+        return 0
     media, found = project_export.observations(tasks, config, location_fields=settings.location_fields)
     path = project_export.write_export(args.format, args.output, media, found, project=args.project)
     counts = {source: sum(1 for o in found if o.source == source) for source in ("human", "model")}

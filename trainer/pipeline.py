@@ -105,6 +105,9 @@ def run_training(
     progress = progress or Progress()
     keys = RedisKeys(settings.redis_prefix)
     run_dir = _fresh_dir(settings.runs_dir / job_id)
+    if lookup is None:  # the boxes /predict, pre-annotation and `camtrap detect` stored (DATA_DIR/detections)
+        lookup = settings_store_lookup(settings)
+        top_box = top_box or lazy_top_box(settings)
     own_client = client is None
     client = client or make_client(settings, connection, keys, project)
     try:
@@ -476,6 +479,28 @@ def _gate(
     )
     compared = sorted({c.photo for c in kept if c.label in decision.comparison.get("species", ())})
     return decision, evaluate(served_scored, kept, split.labels) if kept else None, compared
+
+
+def settings_store_lookup(settings: Settings) -> DetectionLookup:
+    """The detection store under DATA_DIR, for DETECTOR_MODEL at DETECTOR_IMAGE_SIZE."""
+    from backend.contracts.detection_store import DetectionStore, detector_key
+    from backend.contracts.registry import detector_id
+    from backend.vision.pipeline import StoreLookup
+
+    key = detector_key(detector_id(settings.detector_model), settings.detector_image_size)
+    return StoreLookup(DetectionStore.under(settings.data_dir), key)
+
+
+def lazy_top_box(settings: Settings) -> TopBox:
+    """:func:`detector_top_box`, loading DETECTOR_MODEL only when an image misses the store."""
+    loaded: list[TopBox] = []
+
+    def top_box(image):
+        if not loaded:
+            loaded.append(detector_top_box(settings))
+        return loaded[0](image)
+
+    return top_box
 
 
 def detector_top_box(settings: Settings) -> TopBox:

@@ -18,6 +18,7 @@ import redis
 
 from backend.config import Settings
 from backend.contracts import registry
+from backend.contracts.detection_store import DetectionStore
 from backend.contracts.keys import RedisKeys
 from backend.contracts.setup_record import SetupRecord
 from backend.errors import BackendError
@@ -64,7 +65,12 @@ def prelabel(
     detector = Detector.load(settings)
     classifier = load_served(settings.models_dir, project, resolve_device(settings.detector_device))
     version = registry.model_version(detector.id, classifier.version if classifier else None)
-    pipeline = Pipeline(detector, fetch_threads=settings.download_concurrency, max_pixels=settings.max_image_pixels)
+    pipeline = Pipeline(
+        detector,
+        fetch_threads=settings.download_concurrency,
+        max_pixels=settings.max_image_pixels,
+        store=DetectionStore.under(settings.data_dir),
+    )
     counts = {"tasks": len(tasks), "posted": 0, "empty": 0, "failed": 0}
     client = LabelStudioClient(settings, url=settings.label_studio_url or record.hostname)
     try:

@@ -10,9 +10,12 @@ the one config reader. Per task:
 - **model**: the task's latest prediction of this backend (its ``model_version`` kept): each box with its
   species (or its MegaDetector category when it has none) and the scores, else the image-level outcome.
 
-Formats: ``csv`` (:mod:`backend.formats.observations`) and ``coco`` (COCO Camera Traps; each annotation has
+Formats: ``csv`` (:mod:`backend.formats.observations`), ``coco`` (COCO Camera Traps; each annotation has
 ``source``, ``score`` and ``model_version`` beside the standard keys; boxes in absolute pixels when the
-image size is known, else ``bbox_relative``). Camtrap DP is not written yet (see docs/formats.md).
+image size is known, else ``bbox_relative``) and ``md`` (MegaDetector's batch format, what Timelapse,
+AddaxAI and EcoAssist open: per image the latest prediction's boxes with their confidence and the
+species as ``classifications``; human boxes are detections with ``conf`` 1.0 and ``"source": "human"``,
+an image-level human label is the image's ``human_label``). Camtrap DP is not written yet (see docs/formats.md).
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from backend.formats.atomic import write_json_atomically
 from backend.formats.coco import EMPTY, coco_document, write_coco
+from backend.formats.megadetector import COORD_DIGITS, md_output
 from backend.formats.observations import (
     EMPTY_LABEL,
     HUMAN,
@@ -39,7 +44,7 @@ from trainer.export import choose_annotation, first_choice, parse_labels
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("csv", "coco")
+FORMATS = ("csv", "coco", "md")
 #: Task data keys read as the photo's date and time, first present wins.
 DATETIME_FIELDS = ("datetime", "timestamp", "date_time", "DateTimeOriginal")
 
@@ -215,4 +220,106 @@ def write_export(
         return write_observations_csv(output, found)
     if format_name == "coco":
         return write_coco(output, coco_export(media, found, project))
+    if format_name == "md":
+        raise ValueError("the md format is written from the tasks: use write_md_export")
     raise ValueError(f"unknown export format {format_name!r}; expected one of {', '.join(FORMATS)}")
+
+
+def _latest_prediction(task: dict[str, Any]) -> dict[str, Any] | None:
+    predictions = [p for p in task.get("predictions") or [] if isinstance(p, dict)]
+    if not predictions:
+        return None
+    return max(predictions, key=lambda p: (str(p.get("created_at") or ""), p.get("id") or 0))
+
+
+def md_export(tasks: Sequence[dict[str, Any]], label_config: str, detector_model: str) -> dict[str, Any]:
+    """The project as a MegaDetector batch document (see the module docstring); validates with megadetector's
+    ``validate_batch_results``."""
+    mapping = read_label_config(label_config)
+    category_of = {label: category for category, label in mapping.categories.items()}
+    rows: list[tuple[str, list[dict[str, Any]], str | None]] = []
+    species: set[str] = set()
+    versions: Counter[str] = Counter()
+    for task in sorted(tasks, key=lambda t: int(t["id"])):
+        image = (task.get("data") or {}).get(mapping.image_key)
+        if not isinstance(image, str) or not image:
+            continue
+        item = MediaItem(int(task["id"]), image, None, None, *_size(task))
+        detections: list[dict[str, Any]] = []
+        human_label = None
+        for o in _human(item, task, mapping):
+            if o.bbox is None:
+                human_label = o.label
+                continue
+            detections.append(
+                {
+                    "category": "1",
+                    "conf": 1.0,
+                    "bbox": list(o.bbox),
+                    "label": o.label,
+                    "label_score": 1.0,
+                    "source": "human",
+                }
+            )
+            species.add(o.label)
+        latest = _latest_prediction(task)
+        if latest is not None:
+            versions[str(latest.get("model_version") or "")] += 1
+            detections += _md_detections(latest, mapping, category_of, species)
+        if latest is None and not detections and human_label is None:
+            continue
+        rows.append((reference_path(image), detections, human_label))
+    labels = sorted(species)
+    images = []
+    for file, detections, human_label in rows:
+        out = []
+        for d in sorted(detections, key=lambda d: -d["conf"]):
+            entry: dict[str, Any] = {
+                "category": d["category"],
+                "conf": round(float(d["conf"]), 3),
+                "bbox": [round(min(max(float(v), 0.0), 1.0), COORD_DIGITS) for v in d["bbox"]],
+            }
+            if d.get("label") in labels:
+                entry["classifications"] = [[str(labels.index(d["label"])), round(float(d["label_score"]), 3)]]
+            if d.get("source"):
+                entry["source"] = d["source"]
+            out.append(entry)
+        image_entry: dict[str, Any] = {"file": file, "detections": out}
+        if human_label is not None:
+            image_entry["human_label"] = human_label
+        images.append(image_entry)
+    version = versions.most_common(1)[0][0] if versions else ""
+    return md_output(sorted(images, key=lambda i: i["file"]), detector_model, labels, version)
+
+
+def _md_detections(
+    prediction: dict[str, Any], mapping: LabelMapping, category_of: dict[str, str], species: set[str]
+) -> list[dict[str, Any]]:
+    results = prediction.get("result") or []
+    choices = {
+        str(r.get("id")): (first_choice(r), r.get("score"))
+        for r in results
+        if r.get("from_name") == mapping.species_from_name and r.get("id")
+    }
+    found = []
+    for r in results:
+        if r.get("type") != "rectanglelabels":
+            continue
+        value = r.get("value") or {}
+        bbox = ls_rectangle(value, r.get("original_width"), r.get("original_height"))
+        labels = value.get("rectanglelabels") or []
+        category = category_of.get(str(labels[0])) if labels else None
+        if bbox is None or category is None:
+            continue
+        entry: dict[str, Any] = {"category": category, "conf": float(r.get("score") or 0.0), "bbox": list(bbox)}
+        label, score = choices.get(str(r.get("id")), (None, None))
+        if label:
+            entry.update(label=label, label_score=float(score if score is not None else 1.0))
+            species.add(label)
+        found.append(entry)
+    return found
+
+
+def write_md_export(output: Path, tasks: Sequence[dict[str, Any]], label_config: str, detector_model: str) -> Path:
+    """``camtrap export --format md``: :func:`md_export` written atomically."""
+    return write_json_atomically(output, md_export(tasks, label_config, detector_model))

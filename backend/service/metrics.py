@@ -1,13 +1,20 @@
 """Prometheus metrics of one backend process (served at ``GET /metrics``).
 
-Each uvicorn worker process has its own registry: scrape each worker, or run one worker per
-container. Failed predictions show up here (``camtrap_tasks_total{outcome="failed"}``) because
+With ``PROMETHEUS_MULTIPROC_DIR`` set (``camtrap serve`` and ``camtrap worker`` set it to
+``DATA_DIR/metrics``), every process (uvicorn workers, RQ work horses) writes its values there and
+any worker's ``/metrics`` serves the sum over all of them (prometheus-client's multiprocess mode;
+delete the folder while everything is stopped to reset the totals). Without it each process serves
+its own values plus the pipeline's counters (``backend.vision.counters``). Failed predictions show
+up here (``camtrap_tasks_total{outcome="failed"}``) because
 Label Studio does not surface them anywhere.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from backend.vision.counters import counters, multiprocess_dir
 
 #: Histogram buckets for per-request and per-stage latencies, in seconds.
 LATENCY_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -17,6 +24,7 @@ class Metrics:
     """The counters and histograms of one process, in their own registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.multiprocess = multiprocess_dir()  # before any metric is created
         self.registry = registry or CollectorRegistry()
         self.tasks = Counter(
             "camtrap_tasks_total",
@@ -68,7 +76,11 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        if self.multiprocess is not None:
+            summed = CollectorRegistry()
+            MultiProcessCollector(summed, str(self.multiprocess))
+            return generate_latest(summed), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry) + generate_latest(counters().registry), CONTENT_TYPE_LATEST
 
 
 class _PipelineMetrics:
@@ -82,3 +94,9 @@ class _PipelineMetrics:
 
     def image_failed(self, stage: str) -> None:
         self._metrics.image_failures.labels(stage).inc()
+
+    def detector_images(self, count: int) -> None:
+        pass  # counted process-wide by the pipeline (backend.vision.counters)
+
+    def classifier_crops(self, count: int) -> None:
+        pass

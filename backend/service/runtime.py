@@ -16,6 +16,7 @@ import redis
 
 from backend.config import Settings
 from backend.contracts.bundle import BLANK_LABEL
+from backend.contracts.detection_store import DetectionStore
 from backend.contracts.keys import RedisKeys
 from backend.labelstudio.client import LabelStudioClient
 from backend.labelstudio.label_config import LabelMapping, parse_label_config
@@ -63,6 +64,7 @@ class Runtime:
             fetch_threads=settings.download_concurrency,
             max_pixels=settings.max_image_pixels,
             observer=self.metrics.pipeline_observer(),
+            store=DetectionStore.under(settings.data_dir),
         )
         self.slots = ClassifierSlots(
             settings.models_dir,

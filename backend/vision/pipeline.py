@@ -4,6 +4,9 @@ No HTTP, Label Studio or Redis in here: an image arrives as a callable returning
 comes out is an :class:`ImageResult` per image (boxes with species, or why it failed). Steps, per
 batch of ``detector.batch_size`` images: fetch and decode in parallel (a thread pool), detect on the
 batch, crop every animal box at or above the classify threshold and classify the crops in one call.
+With a :class:`~backend.contracts.detection_store.DetectionStore`, every image is looked up by the
+sha256 of its bytes first: stored images skip the detector, misses run it and are written to the
+store, so every path (``/predict``, ``/v1/detect``, pre-annotation, the CLI) shares one result.
 A failure fails that image, never the batch. See ``docs/architecture.md`` for where it sits.
 """
 
@@ -18,9 +21,11 @@ from typing import Protocol
 
 from PIL import Image
 
+from backend.contracts.detection_store import DetectionStore, StoredImage, content_key, detector_key
 from backend.errors import ImageError
 from backend.vision.categories import ANIMAL_CATEGORY
 from backend.vision.classifier import Prediction, SpeciesClassifier
+from backend.vision.counters import counters
 from backend.vision.decode import decode_image
 from backend.vision.detector import Detection, Detector
 from backend.vision.thresholds import Thresholds
@@ -53,6 +58,10 @@ class ImageResult:
     failure: str | None = None
     image: Image.Image | None = None
     """The decoded pixels, only while its batch is being processed."""
+    key: str | None = None
+    """The sha256 of the image's bytes (its detection store key), once fetched."""
+    cached: bool = False
+    """True when the boxes came from the detection store (the detector did not run on it)."""
 
 
 class PipelineObserver(Protocol):
@@ -62,12 +71,24 @@ class PipelineObserver(Protocol):
 
     def image_failed(self, stage: str) -> None: ...
 
+    def detector_images(self, count: int) -> None:
+        """``count`` images went through the detector's forward pass."""
+
+    def classifier_crops(self, count: int) -> None:
+        """``count`` crops went through the species classifier."""
+
 
 class _Silent:
     def stage_seconds(self, stage: str, seconds: float) -> None:
         pass
 
     def image_failed(self, stage: str) -> None:
+        pass
+
+    def detector_images(self, count: int) -> None:
+        pass
+
+    def classifier_crops(self, count: int) -> None:
         pass
 
 
@@ -78,15 +99,24 @@ class Pipeline:
         detector: The loaded detector (its lock serializes forward passes and classification).
         fetch_threads: Images fetched and decoded in parallel.
         max_pixels: Largest accepted image, in pixels (``MAX_IMAGE_PIXELS``).
-        observer: Receives stage timings and failures (nothing by default).
+        observer: Receives stage timings, failures and counts (nothing by default).
+        store: The detection store, read before the detector and written after it (None: always detect).
     """
 
     def __init__(
-        self, detector: Detector, *, fetch_threads: int, max_pixels: int, observer: PipelineObserver | None = None
+        self,
+        detector: Detector,
+        *,
+        fetch_threads: int,
+        max_pixels: int,
+        observer: PipelineObserver | None = None,
+        store: DetectionStore | None = None,
     ) -> None:
         self.detector = detector
         self.max_pixels = max_pixels
         self.observer: PipelineObserver = observer or _Silent()
+        self.store = store
+        self.store_detector = detector_key(detector.id, detector.image_size)
         self._fetcher = ThreadPoolExecutor(max(1, fetch_threads), thread_name_prefix="image-fetch")
 
     def close(self) -> None:
@@ -127,12 +157,13 @@ class Pipeline:
                 result.image = None  # keep only the size: a batch's pixels are released as it completes
         return results
 
-    def _fetch_and_decode(self, source: ImageSource) -> Image.Image:
-        return decode_image(source(), max_pixels=self.max_pixels)
+    def _fetch_and_decode(self, source: ImageSource) -> tuple[str, Image.Image]:
+        data = source()
+        return content_key(data), decode_image(data, max_pixels=self.max_pixels)
 
-    def _collect(self, result: ImageResult, future: Future[Image.Image]) -> None:
+    def _collect(self, result: ImageResult, future: Future[tuple[str, Image.Image]]) -> None:
         try:
-            result.image = future.result()
+            result.key, result.image = future.result()
             result.size = result.image.size
         except ImageError as exc:
             result.failure = str(exc)
@@ -143,6 +174,7 @@ class Pipeline:
             self.observer.image_failed("fetch")
 
     def _detect(self, results: list[ImageResult], thresholds: Thresholds) -> None:
+        results = [r for r in results if not self._from_store(r, thresholds.detection)]
         if not results:
             return
         started = time.perf_counter()
@@ -152,6 +184,9 @@ class Pipeline:
         except Exception as exc:
             logger.exception("detector failed on a batch of %d images", len(results))
             outputs = [f"inference failure ({type(exc).__name__})"] * len(results)
+        else:
+            counters().detector_images.inc(len(images))
+            self.observer.detector_images(len(images))
         self.observer.stage_seconds("detect", time.perf_counter() - started)
         for result, output in zip(results, outputs, strict=True):
             if isinstance(output, str):
@@ -159,6 +194,27 @@ class Pipeline:
                 self.observer.image_failed("detect")
             else:
                 result.boxes = [Box(d) for d in output]
+                self._to_store(result, output, thresholds.detection)
+
+    def _from_store(self, result: ImageResult, threshold: float) -> bool:
+        """Fill ``result.boxes`` from the store; False on a miss (no store, no entry, corrupt entry)."""
+        if self.store is None or result.key is None:
+            return False
+        entry = self.store.get(result.key, self.store_detector, threshold)
+        if entry is None:
+            return False
+        result.boxes = [Box(d) for d in detections_of(entry)]
+        result.cached = True
+        return True
+
+    def _to_store(self, result: ImageResult, detections: list[Detection], threshold: float) -> None:
+        if self.store is None or result.key is None:
+            return
+        entry = stored_image(detections, threshold, result.size)
+        try:
+            self.store.put(result.key, self.store_detector, entry)
+        except OSError as exc:  # a full disk costs a recomputation later, not this answer
+            logger.warning("cannot write the detection store entry of %s (%s)", result.name, exc)
 
     def _classify(self, results: list[ImageResult], classifier: SpeciesClassifier, thresholds: Thresholds) -> None:
         targets: list[tuple[ImageResult, int]] = []
@@ -182,7 +238,40 @@ class Pipeline:
                 "classifier %s failed on %d crops; boxes are sent without species", classifier.version, len(crops)
             )
             return
+        counters().classifier_crops.inc(len(crops))
+        self.observer.classifier_crops(len(crops))
         self.observer.stage_seconds("classify", time.perf_counter() - started)
         for (result, index), guess in zip(targets, guesses, strict=True):
             assert result.boxes is not None
             result.boxes[index] = Box(result.boxes[index].detection, guess)
+
+
+def detections_of(entry: StoredImage) -> list[Detection]:
+    """A store entry's detections as :class:`Detection` objects (highest confidence first)."""
+    return [
+        Detection(str(d["category"]), float(d["conf"]), (d["bbox"][0], d["bbox"][1], d["bbox"][2], d["bbox"][3]))
+        for d in entry.detections
+    ]
+
+
+def stored_image(detections: Sequence[Detection], threshold: float, size: tuple[int, int]) -> StoredImage:
+    """What the store keeps of one image's detector output."""
+    width, height = size
+    return StoredImage(
+        [{"category": d.category, "conf": float(d.conf), "bbox": [float(v) for v in d.bbox]} for d in detections],
+        float(threshold),
+        width or None,
+        height or None,
+    )
+
+
+class StoreLookup:
+    """Image bytes -> the store's detections for ``detector`` (a :func:`detector_key`), or None on a miss."""
+
+    def __init__(self, store: DetectionStore, detector: str) -> None:
+        self.store = store
+        self.detector = detector
+
+    def __call__(self, image: bytes) -> list[Detection] | None:
+        entry = self.store.get(content_key(image), self.detector)
+        return detections_of(entry) if entry is not None else None
