@@ -1,6 +1,7 @@
 """The comvis "Stage 3" recipe from files alone, on the shared ENA24 photos:
 
-detect -> ``camtrap crops`` -> a Label Studio CSV export of the crops -> ``scripts/train_classifier.sh BASE``
+``camtrap detect`` (MegadetectorLite) -> ``camtrap crops`` -> a Label Studio CSV export of the crops
+-> ``scripts/train_classifier.sh BASE``
 -> ``scripts/run_classifier.sh logs/model.pt CROPS`` -> ``logs/model_results.csv``; and ``model.pt`` run by
 MegaDetector's own ``run_classifier.py`` in a process that never imports this project.
 """
@@ -17,7 +18,7 @@ import pytest
 from backend.formats.crop_names import source_image
 from backend.labelstudio.references import upload_safe_name
 from tests.backend.formats.ls_exports import annotation, csv_export, task
-from tests.trainer.recipe import REPO, TINY_TRAIN, camtrap, detect_folder, run
+from tests.trainer.recipe import MDLITE_ENV, REPO, TINY_TRAIN, camtrap, run
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +55,9 @@ def test_recipe_detect_crops_csv_train_classify(ena24_dir: Path, ena24_labels: d
     base = work / "BASE"
     base.mkdir(parents=True)
     detections = work / "detections.json"
-    detect_folder(ena24_dir, sorted(ena24_labels), detections)
+    done = camtrap(["detect", str(ena24_dir), "-o", str(detections), "--threshold", "0.05"], work, env=MDLITE_ENV)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(image["file"] for image in json.loads(detections.read_text())["images"]) == sorted(ena24_labels)
     assert validate_batch_results(str(detections))["validation_results"]["errors"] == []
 
     done = camtrap(
