@@ -22,7 +22,7 @@ from backend.errors import BundleError
 from backend.formats.label_spec import LabelSpec
 from backend.labelstudio.client import LabelStudioClient
 from backend.vision.categories import ANIMAL_CATEGORY
-from backend.vision.classifier import SpeciesClassifier
+from backend.vision.classifier import SpeciesClassifier, preprocessing_for
 from backend.vision.device import resolve_device
 from trainer.calibration import expected_calibration_error, fit_calibration
 from trainer.card import render_card
@@ -216,6 +216,7 @@ def learn_and_publish(
         backbone=config.backbone,
         parent_version=served_version,
         job_id=job_id,
+        starting_weights=fitted.starting_weights,
     )
     device = resolve_device(config.device)
     classifier, calibration = _calibrate(fitted, split, manifest, device)
@@ -392,6 +393,9 @@ def _train(split: SplitResult, config: TrainConfig, run_dir: Path, progress: Pro
         run_dir=run_dir,
         on_epoch=on_epoch,
         on_batch=progress.check_alive,
+        on_start=lambda start: progress.update(
+            starting_weights=start.model_dump(), pretrained=start.pretrained, detail=start.describe()
+        ),
     )
 
 
@@ -519,6 +523,7 @@ def _metrics(
             "best_val_macro_f1": fitted.best_val_macro_f1,
             "stopped_early": fitted.stopped_early,
             "device": fitted.device,
+            "starting_weights": fitted.starting_weights.model_dump(),
             "history": [asdict(h) for h in fitted.history],
         },
         "calibration": calibration,
@@ -545,7 +550,7 @@ def _headline(test: Evaluation, decision: GateDecision) -> dict[str, float]:
 
 
 def _preprocessing(config: TrainConfig) -> Preprocessing:
-    return Preprocessing(input_size=config.input_size)
+    return preprocessing_for(config.backbone, config.input_size)
 
 
 def _fresh_dir(path: Path) -> Path:
