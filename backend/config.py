@@ -157,6 +157,8 @@ class Settings(BaseSettings):
     # --- Pretrained weights (trainer/pretrained.py) -------------------------------------------
     pretrained_url: str = ""
     """URL of the backbone's ImageNet state dict ('' = torchvision's); a -<hash>.pth file name is checked."""
+    offline_backbone: str = ""
+    """Backbone trained instead of TRAIN_BACKBONE when its ImageNet weights cannot be had ('' = none: random init)."""
 
     @field_validator("other_label", mode="after")
     @classmethod

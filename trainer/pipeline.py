@@ -34,6 +34,7 @@ from trainer.export import ExportedProject, export_project
 from trainer.gate import GateDecision, GateRules, decide_against_served, decide_first, not_comparable, unseen_by
 from trainer.label_translation import spec_for_project
 from trainer.presets import BOX_JITTER
+from trainer.pretrained import offline_fallback
 from trainer.progress import Progress, Stage
 from trainer.publish import BundleFiles, publish
 from trainer.split import Split, SplitResult, apply_min_examples, split_crops
@@ -205,6 +206,7 @@ def learn_and_publish(
         progress: Where progress goes.
     """
     split, rare = _split(crops, config, project, progress)
+    config = offline_fallback(config)
     fitted = _train(split, config, run_dir, progress)
     served_version = registry.read_current(models_dir, project)
     progress.stage(Stage.EVALUATING, served=served_version)

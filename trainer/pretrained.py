@@ -16,6 +16,7 @@ The result is a :class:`~backend.contracts.bundle.StartingWeights` the bundle re
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import sys
 import urllib.parse
@@ -28,6 +29,7 @@ from backend.contracts.bundle import StartingWeights
 from backend.vision import mdlite_assets
 from backend.vision.classifier import MDLITE_BACKBONE
 from backend.vision.mdlite import sha256_of
+from trainer.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +103,29 @@ def starting_weights(
     if backbone == MDLITE_BACKBONE:
         return _mdlite()
     return _imagenet(backbone, url)
+
+
+def offline_fallback(config: TrainConfig) -> TrainConfig:
+    """``config`` with ``OFFLINE_BACKBONE`` as its backbone when the configured torchvision backbone's ImageNet
+    weights cannot be had (not cached, no network) and the offline backbone's can; else ``config`` unchanged.
+
+    ``bench/transfer.py`` measured MegadetectorLite's backbone ahead of a random-init EfficientNet-B0 on
+    camera-trap crops, so an offline machine trains it rather than a random EfficientNet (said in the log).
+    """
+    fallback = config.offline_backbone
+    if not config.imagenet_weights or not fallback or config.backbone in (fallback, MDLITE_BACKBONE):
+        return config
+    try:
+        fetch_imagenet(config.backbone, config.pretrained_url)
+    except FetchError as exc:
+        if fallback == MDLITE_BACKBONE:
+            try:
+                mdlite_assets.verify()
+            except mdlite_assets.MissingAssetError:
+                return config
+        logger.warning("%s; training OFFLINE_BACKBONE %s instead of %s", exc, fallback, config.backbone)
+        return dataclasses.replace(config, backbone=fallback)
+    return config
 
 
 def _imagenet(backbone: str, override: str) -> tuple[StateDict | None, StartingWeights]:

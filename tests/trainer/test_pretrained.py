@@ -21,12 +21,14 @@ import torch
 from PIL import Image
 from torchvision import models
 
+from backend.config import Settings
 from backend.contracts.bundle import NO_PRETRAINED, read_manifest
 from backend.vision import mdlite_assets
 from backend.vision.classifier import SpeciesClassifier
 from tests.trainer.fake_label_studio import synthetic_project
 from tests.trainer.folders import FOLDER_FLAGS, camtrap, project_folder
-from trainer.pretrained import starting_weights
+from trainer.config import TrainConfig
+from trainer.pretrained import offline_fallback, starting_weights
 from trainer.torchscript import MODEL_FILE, load_torchscript
 
 BACKBONE = "mobilenet_v3_small"
@@ -171,3 +173,16 @@ def test_train_backbone_mdlite_trains_serves_and_exports_torchscript(tmp_path):
     as_imagenet = (batch / 255 - mean) / std  # what run_classifier.py feeds
     with torch.inference_mode():
         assert torch.allclose(module(as_imagenet), classifier.network(batch), atol=1e-3)
+
+
+def test_offline_backbone_replaces_a_backbone_without_imagenet_weights(weights_server, tmp_path, monkeypatch):
+    server, url, served = weights_server
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    settings = Settings(data_dir=tmp_path / "d", offline_backbone="mdlite")
+    offline = TrainConfig.from_settings(settings, backbone=BACKBONE, pretrained_url="http://127.0.0.1:9/x-04.pth")
+    assert offline_fallback(offline).backbone == "mdlite"
+    online = TrainConfig.from_settings(settings, backbone=BACKBONE, pretrained_url=url)
+    assert offline_fallback(online) == online and server.requests == [f"/{served.name}"]
+    closed = "http://127.0.0.1:9/x.pth"
+    unset = TrainConfig.from_settings(Settings(data_dir=tmp_path / "d"), backbone=BACKBONE, pretrained_url=closed)
+    assert offline_fallback(unset) == unset
