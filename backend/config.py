@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     train_every_n_annotations: int = 50
     """Enqueue training after this many new/updated annotations in a project (0 = off)."""
     train_backbone: str = "efficientnet_b0"
-    """torchvision backbone of the species classifier."""
+    """Backbone of the species classifier: a torchvision model name, or mdlite (MegadetectorLite's)."""
     train_image_size: int = 224
     """Classifier input size in pixels (square crops are resized to it)."""
     train_epochs: int = 30
@@ -158,6 +158,12 @@ class Settings(BaseSettings):
     """``cuda``, ``cpu`` or unset for CUDA when available (AMP is used on CUDA)."""
     prelabel_on_import: bool = True
     """On TASKS_CREATED, a worker predicts the new tasks and pushes the predictions to Label Studio."""
+
+    # --- Pretrained weights (trainer/pretrained.py) -------------------------------------------
+    pretrained_url: str = ""
+    """URL of the backbone's ImageNet state dict ('' = torchvision's); a -<hash>.pth file name is checked."""
+    offline_backbone: str = ""
+    """Backbone trained instead of TRAIN_BACKBONE when its ImageNet weights cannot be had ('' = none: random init)."""
 
     @field_validator("other_label", mode="after")
     @classmethod

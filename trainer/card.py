@@ -24,6 +24,7 @@ def render_card(manifest: BundleManifest, metrics: dict) -> str:
         f"- status: **{manifest.status.value}**: {manifest.status_reason}",
         f"- backbone: {manifest.backbone}, input {manifest.preprocessing.input_size} px, "
         f"crop: {manifest.preprocessing.crop}",
+        f"- starting weights: {_starting_line(manifest)}",
         f"- trained by job {manifest.job_id} at {manifest.created_at}; served before: {manifest.parent_version}",
         "",
         "## Data",
@@ -81,6 +82,12 @@ def render_card(manifest: BundleManifest, metrics: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _starting_line(manifest: BundleManifest) -> str:
+    if manifest.starting_weights is None:
+        return "not recorded (a bundle written before they were)"
+    return manifest.starting_weights.describe()
 
 
 def _inline(mapping: dict) -> str:

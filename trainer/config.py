@@ -49,7 +49,11 @@ class TrainConfig:
     device: str | None
     """``cuda``, ``cpu`` or None for CUDA when available."""
     imagenet_weights: bool = True
-    """Start from ImageNet weights when they are in the local torch cache (never downloaded)."""
+    """Start from the backbone's pretrained weights (``trainer.pretrained``); False: random weights."""
+    pretrained_url: str = ""
+    """``PRETRAINED_URL``: where torchvision backbones' ImageNet weights are downloaded from ('' = torchvision's)."""
+    offline_backbone: str = ""
+    """``OFFLINE_BACKBONE``: trained instead of ``backbone`` when its ImageNet weights cannot be had ('' = none)."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
@@ -91,6 +95,8 @@ class TrainConfig:
             "gate_min_test_per_class": settings.gate_min_test_per_class,
             "gate_confidence": settings.gate_confidence,
             "device": settings.train_device,
+            "pretrained_url": settings.pretrained_url,
+            "offline_backbone": settings.offline_backbone,
         }
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(overrides) - known)

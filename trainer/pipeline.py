@@ -22,7 +22,7 @@ from backend.errors import BundleError
 from backend.formats.label_spec import LabelSpec
 from backend.labelstudio.client import LabelStudioClient
 from backend.vision.categories import ANIMAL_CATEGORY
-from backend.vision.classifier import SpeciesClassifier
+from backend.vision.classifier import SpeciesClassifier, preprocessing_for
 from backend.vision.device import resolve_device
 from trainer.calibration import expected_calibration_error, fit_calibration
 from trainer.card import render_card
@@ -34,6 +34,7 @@ from trainer.export import ExportedProject, export_project
 from trainer.gate import GateDecision, GateRules, decide_against_served, decide_first, not_comparable, unseen_by
 from trainer.label_translation import spec_for_project
 from trainer.presets import BOX_JITTER
+from trainer.pretrained import offline_fallback
 from trainer.progress import Progress, Stage
 from trainer.publish import BundleFiles, publish
 from trainer.split import Split, SplitResult, apply_min_examples, split_crops
@@ -208,6 +209,7 @@ def learn_and_publish(
         progress: Where progress goes.
     """
     split, rare = _split(crops, config, project, progress)
+    config = offline_fallback(config)
     fitted = _train(split, config, run_dir, progress)
     served_version = registry.read_current(models_dir, project)
     progress.stage(Stage.EVALUATING, served=served_version)
@@ -219,6 +221,7 @@ def learn_and_publish(
         backbone=config.backbone,
         parent_version=served_version,
         job_id=job_id,
+        starting_weights=fitted.starting_weights,
     )
     device = resolve_device(config.device)
     classifier, calibration = _calibrate(fitted, split, manifest, device)
@@ -395,6 +398,9 @@ def _train(split: SplitResult, config: TrainConfig, run_dir: Path, progress: Pro
         run_dir=run_dir,
         on_epoch=on_epoch,
         on_batch=progress.check_alive,
+        on_start=lambda start: progress.update(
+            starting_weights=start.model_dump(), pretrained=start.pretrained, detail=start.describe()
+        ),
     )
 
 
@@ -544,6 +550,7 @@ def _metrics(
             "best_val_macro_f1": fitted.best_val_macro_f1,
             "stopped_early": fitted.stopped_early,
             "device": fitted.device,
+            "starting_weights": fitted.starting_weights.model_dump(),
             "history": [asdict(h) for h in fitted.history],
         },
         "calibration": calibration,
@@ -570,7 +577,7 @@ def _headline(test: Evaluation, decision: GateDecision) -> dict[str, float]:
 
 
 def _preprocessing(config: TrainConfig) -> Preprocessing:
-    return Preprocessing(input_size=config.input_size)
+    return preprocessing_for(config.backbone, config.input_size)
 
 
 def _fresh_dir(path: Path) -> Path:

@@ -4,7 +4,8 @@
 ``stage`` (a :class:`Stage` value), ``stage_started_at``, ``updated_at``, ``detail`` (a short sentence),
 ``pid`` (the process running the job),
 and per stage: ``counts`` (export, crops, split), ``epoch``/``epochs``/``loss``/``val_macro_f1``
-(training), ``error`` (one sentence, on failure).
+(training), ``starting_weights`` (name, source, sha256, pretrained: what the backbone started from) and
+``pretrained`` (false: "no pretrained weights", random init), ``error`` (one sentence, on failure).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Reads in run order: data (dataset, sampler, loaders), ``train_one_epoch``, ``predict``, ``fit``.
 
 Recipe: the network comes from ``backend.vision.classifier.build_network`` (so serving rebuilds the very same
-module), ImageNet weights when they are in the local torch cache, inverse-frequency weighted sampling
+module), the backbone's pretrained weights (``trainer.pretrained``: ImageNet through torch.hub, downloaded
+once; MegadetectorLite's for ``mdlite``; random, and said so, when there are none), inverse-frequency weighted sampling
 (rare species are seen as often as common ones), label smoothing 0.1, AdamW with a cosine schedule,
 AMP on CUDA (bfloat16 where supported, else float16 with a gradient scaler), early stopping on the
 validation macro-F1 (the best epoch's weights are kept), one seed for everything. TensorBoard event
@@ -16,7 +17,9 @@ ConvNeXt-T: ten times ResNet-50's compute buys 3 points). Animal crops are small
 IR-lit, and a project has hundreds, not millions, of them, so what matters is transfer from a
 compact pretrained backbone, which is also what the camera-trap classifiers of the MegaDetector
 ecosystem use (EfficientNet in MegaClassifier and SpeciesNet). It serves at a few ms per crop on a
-CPU, next to the detector. ``TRAIN_BACKBONE`` takes any torchvision classification model name.
+CPU, next to the detector. ``TRAIN_BACKBONE`` takes any torchvision classification model name, or
+``mdlite``: MegadetectorLite's camera-trap-trained YOLOX-tiny backbone, which needs no download beyond
+``camtrap fetch mdlite`` (``bench/transfer.py`` compares it with random-init EfficientNet-B0).
 """
 
 from __future__ import annotations
@@ -36,12 +39,13 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from backend.contracts.bundle import Preprocessing
+from backend.contracts.bundle import Preprocessing, StartingWeights
 from backend.vision.classifier import build_network
 from backend.vision.crop import eval_transform
 from backend.vision.device import resolve_device
 from trainer.config import TrainConfig
 from trainer.presets import train_transform
+from trainer.pretrained import starting_weights
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +86,7 @@ class FitResult:
     best_epoch: int
     best_val_macro_f1: float
     device: str
+    starting_weights: StartingWeights
     history: list[EpochStats] = field(default_factory=list)
     stopped_early: bool = False
 
@@ -211,6 +216,7 @@ def fit(
     run_dir: Path,
     on_epoch: Callable[[EpochStats, int], None] | None = None,
     on_batch: Callable[[], None] | None = None,
+    on_start: Callable[[StartingWeights], None] | None = None,
 ) -> FitResult:
     """Train a classifier and return the weights of its best validation epoch.
 
@@ -223,6 +229,7 @@ def fit(
         run_dir: TensorBoard event files go to ``run_dir/tensorboard``.
         on_epoch: Called after each epoch with its stats and the number of epochs.
         on_batch: Called after each training step (progress / liveness checks).
+        on_start: Called with the starting weights (``trainer.pretrained``) before the first epoch.
     """
     generator = seed_everything(config.seed)
     device = resolve_device(config.device)
@@ -241,7 +248,11 @@ def fit(
 
     train_loader = make_train_loader(train, preprocessing, config, generator, device)
     val_loader = make_eval_loader(val, preprocessing, config, device)
-    model = build_network(config.backbone, num_classes, imagenet_weights=config.imagenet_weights).to(device)
+    initial, starting = starting_weights(config.backbone, pretrained=config.imagenet_weights, url=config.pretrained_url)
+    if on_start is not None:
+        on_start(starting)
+    model = build_network(config.backbone, num_classes, start=initial).to(device)
+    initial = None
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
@@ -253,7 +264,9 @@ def fit(
     from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when training
 
     writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
-    result = FitResult(state_dict={}, best_epoch=0, best_val_macro_f1=-1.0, device=str(device))
+    result = FitResult(
+        state_dict={}, best_epoch=0, best_val_macro_f1=-1.0, device=str(device), starting_weights=starting
+    )
     stale = 0
     try:
         for epoch in range(1, config.epochs + 1):

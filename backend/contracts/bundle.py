@@ -74,6 +74,28 @@ class Calibration(BaseModel):
     log_prior: list[float]
 
 
+#: What the job, the log, the card and ``GET /models`` say of a classifier trained from random weights.
+NO_PRETRAINED = "no pretrained weights"
+
+
+class StartingWeights(BaseModel):
+    """Which weights the backbone started from, so two bundles can be compared honestly."""
+
+    name: str
+    """``IMAGENET1K_V1`` (torchvision's weights enum member), ``MegadetectorLite``, or ``random``."""
+    source: str
+    """The URL or file the weights came from; for random weights, why no pretrained ones were used."""
+    sha256: str | None = None
+    """SHA-256 of the starting weights file (None for random weights)."""
+    pretrained: bool
+
+    def describe(self) -> str:
+        """One sentence: ``ImageNet ... from URL (sha256 ...)`` or ``no pretrained weights: why``."""
+        if not self.pretrained:
+            return f"{NO_PRETRAINED} (random init): {self.source}"
+        return f"{self.name} from {self.source} (sha256 {self.sha256})"
+
+
 class BundleManifest(BaseModel):
     """Contents of ``bundle.json``."""
 
@@ -94,6 +116,8 @@ class BundleManifest(BaseModel):
     """Headline figures (top1, macro_f1) copied from metrics.json for listings."""
     calibration: Calibration | None = None
     """Optional (bundles without it serve the raw softmax)."""
+    starting_weights: StartingWeights | None = None
+    """What the backbone started from (None: a bundle written before this was recorded)."""
 
     @model_validator(mode="after")
     def _calibration_fits_labels(self) -> BundleManifest:

@@ -209,6 +209,14 @@ class GateDecision(BaseModel):
     min_gain: float | None = None
 
 
+class StartingPoint(BaseModel):
+    name: str = Field(description="`IMAGENET1K_V1 (...)`, `MegadetectorLite` or `random`.")
+    source: str = Field(description="The URL or file of the starting weights; for `random`, why.")
+    sha256: str | None
+    pretrained: bool = Field(description="False: trained from random weights (no pretrained weights).")
+    summary: str = Field(description="One sentence; starts with `no pretrained weights` for random init.")
+
+
 class BundleSummary(BaseModel):
     version: str
     model_version: str
@@ -226,6 +234,9 @@ class BundleSummary(BaseModel):
     split: dict[str, dict[str, int]] | None = Field(description="Crops per species in each split.")
     grouping: str | None = Field(None, description="What the split grouped by (`location`, `sequence`, ...).")
     gate: GateDecision = Field(default_factory=GateDecision)
+    starting_weights: StartingPoint | None = Field(
+        None, description="What the backbone started from (None: a bundle written before it was recorded)."
+    )
 
 
 class ProjectModels(BaseModel):

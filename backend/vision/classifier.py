@@ -1,4 +1,4 @@
-"""The species classifier: torchvision backbones, built the same way for training and serving.
+"""The species classifier: torchvision backbones or MegadetectorLite's, built the same way for training and serving.
 
 A loaded bundle crops with its own crop rule (``preprocessing.crop``, refused when unknown), feeds the
 crop through that rule's resize chain, and turns logits into probabilities with the bundle's
@@ -9,6 +9,7 @@ a calibrated probability. Scores are computed in float32.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,47 +21,87 @@ from torch import nn
 from torchvision import models
 
 from backend.contracts import registry
-from backend.contracts.bundle import WEIGHTS_FILE, BundleManifest, bundle_dir, read_manifest
+from backend.contracts.bundle import WEIGHTS_FILE, BundleManifest, Preprocessing, bundle_dir, read_manifest
 from backend.errors import BundleError
 from backend.vision.crop import crop_rule, input_transform
+from backend.vision.mdlite import CspDarknet
 
 logger = logging.getLogger(__name__)
 
 
-def build_network(backbone: str, num_classes: int, imagenet_weights: bool = False) -> nn.Module:
-    """A torchvision classification model with a fresh ``num_classes`` head.
+#: ``TRAIN_BACKBONE`` value of MegadetectorLite's YOLOX-tiny CspDarknet backbone (see :class:`MdliteClassifier`).
+MDLITE_BACKBONE = "mdlite"
+
+#: The input MegadetectorLite was trained on: RGB in 0..255, no mean/std normalisation (zamba's
+#: preprocessing, ``backend.vision.mdlite.letterbox``). ``ToTensor``'s 0..1 normalised with mean 0 and
+#: std 1/255 is exactly that, so an mdlite bundle keeps the ``Preprocessing`` contract unchanged.
+MDLITE_MEAN = (0.0, 0.0, 0.0)
+MDLITE_STD = (1 / 255, 1 / 255, 1 / 255)
+
+
+def preprocessing_for(backbone: str, input_size: int) -> Preprocessing:
+    """The normalisation a backbone's starting weights expect: ImageNet's, or mdlite's raw 0..255 RGB."""
+    if backbone == MDLITE_BACKBONE:
+        return Preprocessing(input_size=input_size, mean=MDLITE_MEAN, std=MDLITE_STD)
+    return Preprocessing(input_size=input_size)
+
+
+class MdliteClassifier(nn.Module):
+    """MegadetectorLite's CspDarknet (YOLOX-tiny) backbone, its dark3, dark4 and dark5 maps global-average
+    pooled and concatenated (96 + 192 + 384 = 672 features), then a new linear head.
+
+    ``backbone``'s state-dict keys are the detector checkpoint's ``backbone.backbone.*`` ones, so the
+    camera-trap-pretrained weights load by stripping one prefix (``trainer.pretrained``).
+    """
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = CspDarknet(depth=0.33, width=0.375)
+        self.head = nn.Linear(MDLITE_FEATURES, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dark3, dark4, dark5 = self.backbone(x)
+        pooled = torch.cat([dark3.mean(dim=(2, 3)), dark4.mean(dim=(2, 3)), dark5.mean(dim=(2, 3))], dim=1)
+        return self.head(pooled)
+
+
+#: Features of the pooled dark3-5 maps at YOLOX-tiny's width (0.375 x 256, 512, 1024).
+MDLITE_FEATURES = 96 + 192 + 384
+
+
+def build_network(backbone: str, num_classes: int, start: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
+    """The classifier network with a fresh ``num_classes`` head.
 
     Args:
-        backbone: A torchvision model name (``efficientnet_b0``, ``resnet50``, ``mobilenet_v3_small``...).
+        backbone: ``mdlite`` (:class:`MdliteClassifier`) or a torchvision classification model name
+            (``efficientnet_b0``, ``resnet50``, ``mobilenet_v3_small``...).
         num_classes: Size of the new head.
-        imagenet_weights: Start from ImageNet weights if they are in the local torch cache; they are
-            never downloaded here. Without them the backbone starts from random weights (logged).
+        start: Starting weights of the backbone (``trainer.pretrained`` finds them): the torchvision
+            model's ImageNet state dict, or the CspDarknet's for mdlite. None: random weights. Serving
+            passes None and loads the bundle's weights afterwards.
 
     Raises:
-        BundleError: the backbone name is not a torchvision classification model.
+        BundleError: the backbone name is neither ``mdlite`` nor a torchvision classification model, or
+            ``start`` does not fit it.
     """
-    if backbone not in models.list_models(module=models):
+    if backbone == MDLITE_BACKBONE:
+        mdlite = MdliteClassifier(num_classes)
+        network, target = mdlite, mdlite.backbone
+    elif backbone in models.list_models(module=models):
+        network = target = models.get_model(backbone, weights=None)
+    else:
         raise BundleError(
-            f"unknown backbone {backbone!r}; use a torchvision classification model such as "
+            f"unknown backbone {backbone!r}; use mdlite or a torchvision classification model such as "
             "efficientnet_b0, resnet50 or mobilenet_v3_large"
         )
-    weights = _cached_imagenet_weights(backbone) if imagenet_weights else None
-    network = models.get_model(backbone, weights=weights)
-    _replace_head(network, num_classes)
+    if start is not None:
+        try:
+            target.load_state_dict(start)
+        except RuntimeError as exc:
+            raise BundleError(f"the starting weights do not fit {backbone}: {str(exc).splitlines()[0]}") from exc
+    if backbone != MDLITE_BACKBONE:
+        _replace_head(network, num_classes)
     return network
-
-
-def _cached_imagenet_weights(backbone: str) -> models.WeightsEnum | None:
-    weights = models.get_model_weights(backbone).DEFAULT
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-    if cached.is_file():
-        return weights
-    logger.warning(
-        "ImageNet weights for %s are not in the torch cache (%s); training starts from random weights",
-        backbone,
-        cached,
-    )
-    return None
 
 
 def _replace_head(network: nn.Module, num_classes: int) -> None:

@@ -123,7 +123,13 @@ def _summary(models_dir, manifest: BundleManifest, current: str | None, detector
         "split": metrics.get("split", {}).get("counts"),
         "grouping": metrics.get("split", {}).get("grouping"),
         "gate": {k: metrics.get("gate", {}).get(k) for k in GATE_FIELDS},
+        "starting_weights": _starting(manifest),
     }
+
+
+def _starting(manifest: BundleManifest) -> dict[str, Any] | None:
+    start = manifest.starting_weights
+    return None if start is None else {**start.model_dump(), "summary": start.describe()}
 
 
 def _owner(models_dir, version: str) -> str:
