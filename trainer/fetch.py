@@ -58,7 +58,6 @@ def run_fetch(args: argparse.Namespace) -> int:
     except (mdlite_assets.MissingAssetError, pretrained.FetchError) as exc:
         logger.error("%s", exc)
         return 1
-    where = where = TARGETS[args.target](args)
     sys.stdout.write(f"{args.target}: {where}\n")
     return 0
 
