@@ -53,6 +53,7 @@ def run_serve(args: argparse.Namespace) -> int:
                 host=args.host,
                 port=args.port,
                 workers=args.workers,
+                timeout_worker_healthcheck=settings.worker_healthcheck_timeout_s,
                 log_level=settings.log_level.lower(),
             )
     except ConfigurationError as exc:
