@@ -175,14 +175,18 @@ def test_train_backbone_mdlite_trains_serves_and_exports_torchscript(tmp_path):
         assert torch.allclose(module(as_imagenet), classifier.network(batch), atol=1e-3)
 
 
-def test_offline_backbone_replaces_a_backbone_without_imagenet_weights(weights_server, tmp_path, monkeypatch):
+def test_offline_backbone_replaces_the_default_backbone_without_imagenet_weights(weights_server, tmp_path, monkeypatch):
     server, url, served = weights_server
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    settings = Settings(data_dir=tmp_path / "d", offline_backbone="mdlite")
-    offline = TrainConfig.from_settings(settings, backbone=BACKBONE, pretrained_url="http://127.0.0.1:9/x-04.pth")
+    monkeypatch.delenv("TRAIN_BACKBONE", raising=False)
+    closed = "http://127.0.0.1:9/x-04.pth"  # port 9: nothing listens
+    offline = TrainConfig.from_settings(Settings(data_dir=tmp_path / "d", pretrained_url=closed))
+    assert (offline.backbone, offline.offline_backbone) == ("efficientnet_b0", "mdlite")
     assert offline_fallback(offline).backbone == "mdlite"
-    online = TrainConfig.from_settings(settings, backbone=BACKBONE, pretrained_url=url)
+    online = TrainConfig.from_settings(Settings(data_dir=tmp_path / "d", pretrained_url=url))
     assert offline_fallback(online) == online and server.requests == [f"/{served.name}"]
-    closed = "http://127.0.0.1:9/x.pth"
-    unset = TrainConfig.from_settings(Settings(data_dir=tmp_path / "d"), backbone=BACKBONE, pretrained_url=closed)
-    assert offline_fallback(unset) == unset
+    chosen = TrainConfig.from_settings(Settings(data_dir=tmp_path / "d", pretrained_url=closed), backbone=BACKBONE)
+    assert offline_fallback(chosen) == chosen
+    monkeypatch.setenv("TRAIN_BACKBONE", "efficientnet_b0")
+    configured = TrainConfig.from_settings(Settings(data_dir=tmp_path / "d", pretrained_url=closed))
+    assert offline_fallback(configured) == configured
