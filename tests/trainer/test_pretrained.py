@@ -190,3 +190,16 @@ def test_offline_backbone_replaces_the_default_backbone_without_imagenet_weights
     monkeypatch.setenv("TRAIN_BACKBONE", "efficientnet_b0")
     configured = TrainConfig.from_settings(Settings(data_dir=tmp_path / "d", pretrained_url=closed))
     assert offline_fallback(configured) == configured
+
+
+def test_camtrap_fetch_imagenet_fills_the_torch_cache_or_says_how_to(weights_server, tmp_path):
+    server, url, served = weights_server
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch"), "PRETRAINED_URL": url}
+    done = camtrap(["fetch", "imagenet", "--backbone", BACKBONE], env)
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / served.name
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == f"imagenet: {cached}\n" and cached.read_bytes() == served.read_bytes()
+    offline = camtrap(["fetch", "imagenet"], {**env, "PRETRAINED_URL": "http://127.0.0.1:9/e-7f5810bc.pth"})
+    assert offline.returncode == 1 and "Traceback" not in offline.stderr
+    assert "could not fetch the ImageNet weights of efficientnet_b0 from http://127.0.0.1:9/" in offline.stderr
+    assert f"copy e-7f5810bc.pth into {cached.parent} by hand" in offline.stderr
