@@ -165,8 +165,8 @@ class Settings(BaseSettings):
     # --- Pretrained weights (trainer/pretrained.py) -------------------------------------------
     pretrained_url: str = ""
     """URL of the backbone's ImageNet state dict ('' = torchvision's); a -<hash>.pth file name is checked."""
-    offline_backbone: str = ""
-    """Backbone trained instead of TRAIN_BACKBONE when its ImageNet weights cannot be had ('' = none: random init)."""
+    offline_backbone: str = "mdlite"
+    """Trained when TRAIN_BACKBONE is unset and its ImageNet weights cannot be had ('' = random-init default)."""
 
     @field_validator("other_label", mode="after")
     @classmethod

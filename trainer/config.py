@@ -53,7 +53,8 @@ class TrainConfig:
     pretrained_url: str = ""
     """``PRETRAINED_URL``: where torchvision backbones' ImageNet weights are downloaded from ('' = torchvision's)."""
     offline_backbone: str = ""
-    """``OFFLINE_BACKBONE``: trained instead of ``backbone`` when its ImageNet weights cannot be had ('' = none)."""
+    """``OFFLINE_BACKBONE``: trained instead of the default backbone when its ImageNet weights cannot be had ('' =
+    none); empty when the backbone was chosen (``TRAIN_BACKBONE`` set, or an override)."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
@@ -96,7 +97,12 @@ class TrainConfig:
             "gate_confidence": settings.gate_confidence,
             "device": settings.train_device,
             "pretrained_url": settings.pretrained_url,
-            "offline_backbone": settings.offline_backbone,
+            # the offline default replaces only a backbone nobody chose (TRAIN_BACKBONE unset, no override)
+            "offline_backbone": (
+                settings.offline_backbone
+                if "train_backbone" not in settings.model_fields_set and "backbone" not in overrides
+                else ""
+            ),
         }
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(overrides) - known)

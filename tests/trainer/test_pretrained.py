@@ -175,14 +175,31 @@ def test_train_backbone_mdlite_trains_serves_and_exports_torchscript(tmp_path):
         assert torch.allclose(module(as_imagenet), classifier.network(batch), atol=1e-3)
 
 
-def test_offline_backbone_replaces_a_backbone_without_imagenet_weights(weights_server, tmp_path, monkeypatch):
+def test_offline_backbone_replaces_the_default_backbone_without_imagenet_weights(weights_server, tmp_path, monkeypatch):
     server, url, served = weights_server
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    settings = Settings(data_dir=tmp_path / "d", offline_backbone="mdlite")
-    offline = TrainConfig.from_settings(settings, backbone=BACKBONE, pretrained_url="http://127.0.0.1:9/x-04.pth")
+    monkeypatch.delenv("TRAIN_BACKBONE", raising=False)
+    closed = "http://127.0.0.1:9/x-04.pth"  # port 9: nothing listens
+    offline = TrainConfig.from_settings(Settings(data_dir=tmp_path / "d", pretrained_url=closed))
+    assert (offline.backbone, offline.offline_backbone) == ("efficientnet_b0", "mdlite")
     assert offline_fallback(offline).backbone == "mdlite"
-    online = TrainConfig.from_settings(settings, backbone=BACKBONE, pretrained_url=url)
+    online = TrainConfig.from_settings(Settings(data_dir=tmp_path / "d", pretrained_url=url))
     assert offline_fallback(online) == online and server.requests == [f"/{served.name}"]
-    closed = "http://127.0.0.1:9/x.pth"
-    unset = TrainConfig.from_settings(Settings(data_dir=tmp_path / "d"), backbone=BACKBONE, pretrained_url=closed)
-    assert offline_fallback(unset) == unset
+    chosen = TrainConfig.from_settings(Settings(data_dir=tmp_path / "d", pretrained_url=closed), backbone=BACKBONE)
+    assert offline_fallback(chosen) == chosen
+    monkeypatch.setenv("TRAIN_BACKBONE", "efficientnet_b0")
+    configured = TrainConfig.from_settings(Settings(data_dir=tmp_path / "d", pretrained_url=closed))
+    assert offline_fallback(configured) == configured
+
+
+def test_camtrap_fetch_imagenet_fills_the_torch_cache_or_says_how_to(weights_server, tmp_path):
+    server, url, served = weights_server
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch"), "PRETRAINED_URL": url}
+    done = camtrap(["fetch", "imagenet", "--backbone", BACKBONE], env)
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / served.name
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == f"imagenet: {cached}\n" and cached.read_bytes() == served.read_bytes()
+    offline = camtrap(["fetch", "imagenet"], {**env, "PRETRAINED_URL": "http://127.0.0.1:9/e-7f5810bc.pth"})
+    assert offline.returncode == 1 and "Traceback" not in offline.stderr
+    assert "could not fetch the ImageNet weights of efficientnet_b0 from http://127.0.0.1:9/" in offline.stderr
+    assert f"copy e-7f5810bc.pth into {cached.parent} by hand" in offline.stderr
