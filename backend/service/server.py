@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 
 #: Seconds to wait for a locally started redis-server to answer.
 REDIS_START_TIMEOUT_S = 10.0
+#: Seconds a uvicorn worker may take to answer its supervisor's ping. uvicorn's 5 s default kills and
+#: restarts, forever, workers that are still importing torch and loading the detector on a busy CPU.
+WORKER_HEALTHCHECK_TIMEOUT_S = 120
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +56,7 @@ def run_serve(args: argparse.Namespace) -> int:
                 host=args.host,
                 port=args.port,
                 workers=args.workers,
+                timeout_worker_healthcheck=WORKER_HEALTHCHECK_TIMEOUT_S,
                 log_level=settings.log_level.lower(),
             )
     except ConfigurationError as exc:
