@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     """Port of the service (the ML backend URL you give Label Studio)."""
     workers: int = 1
     """uvicorn worker processes; each loads its own detector."""
-    worker_healthcheck_timeout_s: int = 60
+    worker_healthcheck_timeout_s: int = 120
     """Seconds a uvicorn worker may not answer its supervisor's ping (importing torch and loading the detector
     on a busy CPU can take longer than uvicorn's own 5 s) before it is killed and replaced."""
     log_level: str = "INFO"

@@ -104,13 +104,6 @@ class Detector:
         logger.info("loaded detector %s (%s)", name, detector_id(name))
         return cls(model, name, settings.detector_batch_size, settings.detector_image_size)
 
-    @property
-    def description(self) -> str:
-        """What ``/health`` says runs: the detector's id, and why when it is the fallback."""
-        if self.fallback_reason is None:
-            return self.id
-        return f"{self.id} (fallback: {self.fallback_reason})"
-
     def detect(self, images: list[Image.Image], names: list[str], threshold: float) -> list[list[Detection] | str]:
         """Run the detector on images, ``batch_size`` at a time.
 
