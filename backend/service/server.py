@@ -20,9 +20,6 @@ logger = logging.getLogger(__name__)
 
 #: Seconds to wait for a locally started redis-server to answer.
 REDIS_START_TIMEOUT_S = 10.0
-#: Seconds a uvicorn worker may take to answer its supervisor's health ping (uvicorn's default, 5 s, kills
-#: workers that are busy loading torch and the detector on a loaded machine, in a restart loop).
-WORKER_HEALTHCHECK_TIMEOUT_S = 60
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +52,6 @@ def run_serve(args: argparse.Namespace) -> int:
                 port=args.port,
                 workers=args.workers,
                 log_level=settings.log_level.lower(),
-                timeout_worker_healthcheck=WORKER_HEALTHCHECK_TIMEOUT_S,
             )
     except ConfigurationError as exc:
         logger.error("%s", exc)
