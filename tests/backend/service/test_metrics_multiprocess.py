@@ -59,9 +59,12 @@ def test_two_uvicorn_workers_serve_summed_counters(
     try:
         wait_until(lambda: httpx.get(f"{url}/health").status_code == 200, timeout=120, what="serve", processes=[server])
         metrics_dir = data_dir / "metrics"
+        # /health answers once one worker is up: wait for the second (each writes its counter file at start).
+        started = lambda: len(list(metrics_dir.glob("counter_*.db"))) >= 2  # noqa: E731
+        wait_until(started, timeout=180, what="two workers", processes=[server])
         sent = 0
         # New connections until both workers have answered some (the kernel picks the worker).
-        while sent < 40 and (sent < len(PHOTOS) or len([v for v in _tasks_per_pid(metrics_dir).values() if v]) < 2):
+        while sent < 80 and (sent < len(PHOTOS) or len([v for v in _tasks_per_pid(metrics_dir).values() if v]) < 2):
             task = {"id": sent, "data": {"image": f"/data/upload/5/{PHOTOS[sent % len(PHOTOS)]}"}}
             body = {"tasks": [task], "project": "5.17", "label_config": label_config}
             assert httpx.post(f"{url}/predict", json=body, timeout=120).status_code == 200

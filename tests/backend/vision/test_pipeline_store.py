@@ -87,3 +87,18 @@ def test_a_lower_threshold_than_stored_runs_the_detector(tmp_path: Path, detecto
         assert counting.detected == 2
     finally:
         pipeline.close()
+
+
+def test_training_reads_the_store_of_the_configured_detector(tmp_path: Path, ena24_dir: Path) -> None:
+    from backend.contracts.detection_store import StoredImage, detector_key
+    from trainer.pipeline import settings_store_lookup
+
+    photo = (ena24_dir / PHOTOS[0]).read_bytes()
+    settings = Settings(data_dir=tmp_path, detector_model="/models/md_v5a.0.0.pt", detector_image_size=1280)
+    box = {"category": "1", "conf": 0.8, "bbox": [0.1, 0.2, 0.3, 0.4]}
+    store = DetectionStore.under(tmp_path)
+    store.put(content_key(photo), detector_key("md_v5a_0_0", 1280), StoredImage([box], 0.01))
+    found = settings_store_lookup(settings)(photo)
+    assert found is not None and [(d.category, d.bbox) for d in found] == [("1", (0.1, 0.2, 0.3, 0.4))]
+    other_size = Settings(data_dir=tmp_path, detector_model="/models/md_v5a.0.0.pt", detector_image_size=640)
+    assert settings_store_lookup(other_size)(photo) is None  # another inference size never answers
