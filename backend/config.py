@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     """Hosts (comma-separated) besides Label Studio's that image URLs may point to."""
     allow_private_image_urls: bool = False
     """Allow URLs resolving to loopback/private addresses (outside Label Studio's own host)."""
+    image_cache_max_bytes: int = Field(2 * 1024**3, ge=0)
+    """Size cap of the downloaded-image cache in bytes (least recently used files evicted; 0 = no cap)."""
 
     # --- Training ---------------------------------------------------------------------------
     train_every_n_annotations: int = 50
