@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     """Password for BASIC_AUTH_USER."""
     webhook_secret: str | None = None
     """If set, /webhook requires header ``X-Webhook-Secret`` (or ``?secret=``) to equal it."""
+    max_request_bytes: int = Field(300 * 1024 * 1024, ge=0)
+    """Request bodies larger than this are refused with 413 before they are read whole, in bytes (0 = no limit)."""
     setup_refresh_s: float = Field(2.0, ge=0)
     """A backend process re-reads a project's /setup record from Redis when its copy is older, in seconds."""
     default_project: str | None = None

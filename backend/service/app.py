@@ -13,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from backend.config import Settings, get_settings
 from backend.contracts.redis_client import REQUEST, connect
 from backend.service import http_errors
+from backend.service.body_limit import BodySizeLimit
 from backend.service.deps import document_auth
 from backend.service.metrics import Metrics
 from backend.service.routes import detect, ls, models, training
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None, *, detector: Detector | None = 
     for router in (ls.router, detect.router, training.router, models.router):
         app.include_router(router)
     http_errors.install(app)
+    app.add_middleware(BodySizeLimit, max_bytes=config.max_request_bytes)
     generate_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
