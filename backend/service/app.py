@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
+from backend import redaction
 from backend.config import Settings, get_settings
 from backend.contracts.redis_client import REQUEST, connect
 from backend.service import http_errors
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None, *, detector: Detector | None = 
         ConfigurationError: at start-up, when the detector cannot be loaded (the app refuses to start).
     """
     config = settings or get_settings()
+    redaction.install(config.label_studio_api_key, config.basic_auth_pass, config.webhook_secret)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import redis
 
+from backend import redaction
 from backend.config import Settings
 from backend.contracts.keys import RedisKeys
 from backend.contracts.setup_record import SetupRecord
@@ -65,6 +66,7 @@ class ProjectSetups:
 
     def remember(self, project: str, record: SetupRecord, access_token: str | None) -> ProjectSetup:
         """Keep what /setup sent, in memory and (best effort) in the Redis set-up record."""
+        redaction.register(access_token)
         setup = ProjectSetup(record, access_token)
         self._setups[project] = setup
         self._read_at[project] = time.monotonic()
