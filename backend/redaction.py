@@ -32,12 +32,16 @@ _QUERY_KEYS = (
     r"x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|x-goog-credential|sig|signature"
     r"|token|access_token|refresh|refresh_token|secret|password|api_key|apikey"
 )
+# Every repetition is bounded, so that no log line costs more than linear time (logged input is hostile).
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(rf"(?i)([?&;](?:{_QUERY_KEYS})=)[^&#\s'\"]+"), rf"\g<1>{MASK}"),
+    (re.compile(rf"(?i)([?&;](?:{_QUERY_KEYS})=)[^&#\s'\"]{{1,4096}}"), rf"\g<1>{MASK}"),
     # a credential after Token/Bearer/Basic has a digit in it ("basic authentication" is prose)
-    (re.compile(r"(?i)\b(token|bearer|basic)(\s+)(?=[A-Za-z0-9._~+/=-]*\d)[A-Za-z0-9._~+/=-]{8,}"), rf"\1\2{MASK}"),
-    (re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"), MASK),
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+@"), rf"\g<1>{MASK}@"),
+    (
+        re.compile(r"(?i)\b(token|bearer|basic)(\s{1,8})(?=[A-Za-z0-9._~+/=-]{0,4096}?\d)[A-Za-z0-9._~+/=-]{8,4096}"),
+        rf"\1\2{MASK}",
+    ),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{1,4096}\.[A-Za-z0-9_-]{1,4096}\.[A-Za-z0-9_-]{1,4096}"), MASK),
+    (re.compile(r"(?i)(://[^/\s:@]{1,256}:)[^@\s/]{1,256}@"), rf"\g<1>{MASK}@"),
 )
 
 _lock = threading.Lock()
