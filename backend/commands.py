@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from backend import redaction
 from backend.config import get_settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -49,7 +50,9 @@ def get_args_parser(
 
 def run_commands(commands: Sequence[Command], argv: Sequence[str] | None = None, prog: str = "camtrap") -> int:
     """Parse ``argv`` against ``commands`` and run the chosen one (help and exit code 2 when none)."""
-    logging.basicConfig(level=get_settings().log_level.upper(), format=LOG_FORMAT)
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    redaction.install(settings.label_studio_api_key, settings.basic_auth_pass, settings.webhook_secret)
     parser = get_args_parser(commands, prog=prog)
     args = parser.parse_args(argv)
     if getattr(args, "run", None) is None:

@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     """Password for BASIC_AUTH_USER."""
     webhook_secret: str | None = None
     """If set, /webhook requires header ``X-Webhook-Secret`` (or ``?secret=``) to equal it."""
+    max_request_bytes: int = Field(300 * 1024 * 1024, ge=0)
+    """Request bodies larger than this are refused with 413 before they are read whole, in bytes (0 = no limit)."""
+    setup_refresh_s: float = Field(2.0, ge=0)
+    """A backend process re-reads a project's /setup record from Redis when its copy is older, in seconds."""
     default_project: str | None = None
     """Project whose model_version /health reports (unset: the detector-only version)."""
 
@@ -111,6 +115,8 @@ class Settings(BaseSettings):
     """Hosts (comma-separated) besides Label Studio's that image URLs may point to."""
     allow_private_image_urls: bool = False
     """Allow URLs resolving to loopback/private addresses (outside Label Studio's own host)."""
+    image_cache_max_bytes: int = Field(2 * 1024**3, ge=0)
+    """Size cap of the downloaded-image cache in bytes (least recently used files evicted; 0 = no cap)."""
 
     # --- Training ---------------------------------------------------------------------------
     train_every_n_annotations: int = 50

@@ -13,6 +13,7 @@ from typing import Any
 
 from rq import get_current_job
 
+from backend import redaction
 from backend.config import get_settings
 from backend.contracts.projects import project_id as parse_project_id
 from backend.contracts.redis_client import TOOL, connect
@@ -90,3 +91,5 @@ def _ensure_logging() -> None:
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(level=get_settings().log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = get_settings()
+    redaction.install(settings.label_studio_api_key, settings.basic_auth_pass, settings.webhook_secret)

@@ -18,6 +18,7 @@ from typing import Any
 
 from rq.job import Job
 
+from backend.redaction import redact
 from trainer.errors import WorkerLostError
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class Progress:
 
     def fail(self, message: str) -> None:
         """Record the one-sentence reason of a failure (the stage stays where it failed)."""
-        self.meta.update(error=message, updated_at=_now())
+        self.meta.update(error=redact(message), updated_at=_now())
         logger.error("failed during %s: %s", self.stage_name.value, message)
         if self.job is not None:
             self.job.meta = self.meta

@@ -88,7 +88,8 @@ class LabelStudioClient:
         self.base_url = base.rstrip("/") if base else None
         self._api_key = api_key if api_key is not None else settings.label_studio_api_key
         self._fallback_token = fallback_token
-        self._cache = (cache or ImageCache(settings.cache_dir / "images")) if use_cache else None
+        default_cache = ImageCache(settings.cache_dir / "images", settings.image_cache_max_bytes)
+        self._cache = (cache or default_cache) if use_cache else None
         self._http = httpx.Client(transport=transport, follow_redirects=False, trust_env=False)
         self._lock = threading.Lock()
         self._access_token: str | None = None

@@ -10,9 +10,11 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
+from backend import redaction
 from backend.config import Settings, get_settings
 from backend.contracts.redis_client import REQUEST, connect
 from backend.service import http_errors
+from backend.service.body_limit import BodySizeLimit
 from backend.service.deps import document_auth
 from backend.service.metrics import Metrics
 from backend.service.routes import detect, ls, models, training
@@ -33,6 +35,7 @@ def create_app(settings: Settings | None = None, *, detector: Detector | None = 
         ConfigurationError: at start-up, when the detector cannot be loaded (the app refuses to start).
     """
     config = settings or get_settings()
+    redaction.install(config.label_studio_api_key, config.basic_auth_pass, config.webhook_secret)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -58,6 +61,7 @@ def create_app(settings: Settings | None = None, *, detector: Detector | None = 
     for router in (ls.router, detect.router, training.router, models.router):
         app.include_router(router)
     http_errors.install(app)
+    app.add_middleware(BodySizeLimit, max_bytes=config.max_request_bytes)
     generate_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:

@@ -29,6 +29,7 @@ from backend.errors import (
     LabelConfigError,
     LabelStudioError,
 )
+from backend.redaction import redact
 from backend.service.schemas import ErrorResponse
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ async def _known_error(request: Request, exc: Exception) -> JSONResponse:
     code = status_of(exc)
     if code >= 500:
         logger.error("%s %s: %s", request.method, request.url.path, exc)
-    detail = f"Redis is unavailable: {exc}" if isinstance(exc, redis.RedisError) else str(exc)
+    detail = redact(f"Redis is unavailable: {exc}" if isinstance(exc, redis.RedisError) else str(exc))
     return JSONResponse({"detail": detail}, status_code=code)
 
 
@@ -111,7 +112,7 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     allowed = _allowed_methods(request) if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED else []
     if allowed:
         headers = {**(headers or {}), "Allow": ", ".join(allowed)}
-    return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=headers)
+    return JSONResponse({"detail": redact(str(exc.detail))}, status_code=exc.status_code, headers=headers)
 
 
 def _allowed_methods(request: Request) -> list[str]:

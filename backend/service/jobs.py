@@ -24,6 +24,7 @@ from rq.registry import StartedJobRegistry
 
 from backend.config import Settings
 from backend.contracts.keys import PRELABEL_QUEUE, TRAINING_QUEUE, RedisKeys, training_job_id
+from backend.redaction import redact
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +159,8 @@ def job_info(connection: redis.Redis, job_id: str) -> dict[str, Any] | None:
     if status == JobStatus.FINISHED:
         info["result"] = job.return_value()
     elif status in (JobStatus.FAILED, JobStatus.STOPPED):
-        info["error"] = meta.get("error") or _last_line(_failure_text(job)) or f"the job was {status.value}"
+        error = meta.get("error") or _last_line(_failure_text(job)) or f"the job was {status.value}"
+        info["error"] = redact(str(error))
     return info
 
 

@@ -2,6 +2,9 @@
 
 :class:`ProjectSetups` keeps each project's :class:`~backend.contracts.setup_record.SetupRecord` in
 memory and writes it (best effort) to Redis, so a process that never saw ``/setup`` reads it back.
+A remembered record is re-read from Redis once it is older than ``SETUP_REFRESH_S``, so a ``/setup``
+with new ``extra_params`` received by one uvicorn worker takes effect in every worker within that
+time; while Redis is down the last record read stays in use.
 The ``access_token`` of ``/setup`` is a credential and stays in this process's memory only.
 
 All methods are blocking (they may talk to Redis); routes call them through a thread pool.
@@ -10,10 +13,12 @@ All methods are blocking (they may talk to Redis); routes call them through a th
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import redis
 
+from backend import redaction
 from backend.config import Settings
 from backend.contracts.keys import RedisKeys
 from backend.contracts.setup_record import SetupRecord
@@ -57,11 +62,14 @@ class ProjectSetups:
         self.keys = keys
         self._defaults = Thresholds.from_settings(settings)
         self._setups: dict[str, ProjectSetup] = {}
+        self._read_at: dict[str, float] = {}  # monotonic time each project's record was last current
 
     def remember(self, project: str, record: SetupRecord, access_token: str | None) -> ProjectSetup:
         """Keep what /setup sent, in memory and (best effort) in the Redis set-up record."""
+        redaction.register(access_token)
         setup = ProjectSetup(record, access_token)
         self._setups[project] = setup
+        self._read_at[project] = time.monotonic()
         if self.redis is not None:
             try:
                 record.save(self.redis, self.keys, project)
@@ -70,20 +78,27 @@ class ProjectSetups:
         return setup
 
     def get(self, project: str | None) -> ProjectSetup:
-        """The project's last set-up: from memory, else from Redis (another process saw /setup)."""
+        """The project's last set-up: from memory while fresh, else from Redis (another process saw /setup)."""
         if project is None:
             return ProjectSetup()
         setup = self._setups.get(project)
-        if setup is not None or self.redis is None:
+        if self.redis is None:
             return setup or ProjectSetup()
+        now = time.monotonic()
+        if setup is not None and now - self._read_at.get(project, 0.0) < self.settings.setup_refresh_s:
+            return setup
         try:
             record = SetupRecord.load(self.redis, self.keys, project)
         except redis.RedisError as exc:
             logger.warning("could not read the set-up of project %s from Redis: %s", project, exc)
-            return ProjectSetup()
-        setup = ProjectSetup(record or SetupRecord())
-        self._setups[project] = setup
-        return setup
+            return setup or ProjectSetup()
+        if record is None and setup is not None:
+            record = setup.record  # Redis lost it (restarted without persistence): keep what we saw
+        token = setup.access_token if setup is not None else None
+        fresh = ProjectSetup(record or SetupRecord(), token)
+        self._setups[project] = fresh
+        self._read_at[project] = now
+        return fresh
 
     def thresholds(self, project: str | None) -> Thresholds:
         """Thresholds of a project: ``extra_params`` win over the environment."""

@@ -1,0 +1,67 @@
+"""MAX_REQUEST_BYTES: an oversized body is refused with 413 before the service reads it whole."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
+
+import httpx
+
+from backend.config import Settings
+from backend.vision.detector import Detector
+from tests.backend.conftest import running_app
+
+LIMIT = 64 * 1024
+
+
+def _chunks(total: int, size: int = 8192) -> Iterator[bytes]:
+    sent = 0
+    while sent < total:
+        yield b" " * min(size, total - sent)
+        sent += size
+
+
+def test_declared_length_over_the_limit_is_answered_without_reading_the_body(
+    settings_factory: Callable[..., Settings], detector: Detector
+) -> None:
+    with running_app(settings_factory(max_request_bytes=LIMIT), detector) as url:
+        address = urlsplit(url)
+        with socket.create_connection((address.hostname, address.port), timeout=5) as raw:
+            # 1 GB announced, not one byte of it sent: the answer must come anyway
+            raw.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 1000000000\r\n\r\n"
+            )
+            started = time.monotonic()
+            answer = raw.recv(4096).decode()
+        assert answer.startswith("HTTP/1.1 413"), answer
+        assert time.monotonic() - started < 2
+        assert "MAX_REQUEST_BYTES" in answer
+
+
+def test_chunked_body_over_the_limit_is_cut_off_with_413(
+    settings_factory: Callable[..., Settings], detector: Detector
+) -> None:
+    with running_app(settings_factory(max_request_bytes=LIMIT), detector) as url, httpx.Client(timeout=30) as http:
+        for path, content_type in (("/predict", "application/json"), ("/v1/detect", "multipart/form-data; boundary=x")):
+            response = http.post(url + path, content=_chunks(10 * LIMIT), headers={"Content-Type": content_type})
+            assert response.status_code == 413, (path, response.text)
+            assert response.json() == {"detail": f"request body larger than MAX_REQUEST_BYTES ({LIMIT} bytes)"}
+
+
+def test_bodies_under_the_limit_are_served(
+    settings_factory: Callable[..., Settings], detector: Detector, label_config: str
+) -> None:
+    with running_app(settings_factory(max_request_bytes=LIMIT), detector) as url:
+        body = {"tasks": [], "label_config": label_config, "padding": "x" * (LIMIT // 2)}
+        response = httpx.post(f"{url}/predict", json=body, timeout=30)
+        assert response.status_code == 200, response.text
+        chunked = httpx.post(
+            f"{url}/predict",
+            content=iter([httpx.Request("POST", "/", json=body).content]),
+            headers={"Content-Type": "application/json"},
+            timeout=30,
+        )
+        assert chunked.status_code == 200, chunked.text
