@@ -12,4 +12,9 @@ log "camtrap fetch mdlite"
 if ! "$VENV/bin/camtrap" fetch mdlite; then
   log "could not fetch MegadetectorLite (offline?): the service starts anyway; it needs MDv5a, or the fetch later"
 fi
+# ImageNet weights of the default backbone, so the first training run fine-tunes instead of starting from random
+log "camtrap fetch imagenet"
+if ! "$VENV/bin/camtrap" fetch imagenet; then
+  log "could not fetch ImageNet weights (offline?): training will start from MegadetectorLite's backbone (OFFLINE_BACKBONE)"
+fi
 exec "$VENV/bin/camtrap" serve "$@"
