@@ -284,16 +284,25 @@ source=model (with its model_version and score).
   coco   COCO Camera Traps (categories by name, empty = 0; source/score/model_version on each annotation)
   md     MegaDetector batch format (Timelapse, AddaxAI): the latest prediction's boxes and species
          (classifications); human boxes with conf 1.0 and "source": "human"
+  camtrapdp  a Camtrap DP 1.0 package folder (datapackage.json, deployments.csv, media.csv,
+         observations.csv; classificationMethod human/machine), validated with frictionless against the
+         vendored profile before it is written; a location's coordinates come from its tasks' data
+         (latitude, longitude) or --locations, photo times from EXIF under --images-root, else the data
 
-Example:
+Examples:
   camtrap export --project 7 --format coco -o season_coco.json
+  camtrap export --project 7 --format camtrapdp -o season_dp --locations sites.csv --images-root /data/photos
 """
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--project", required=True, help="the Label Studio project id")
-    parser.add_argument("--format", required=True, choices=["csv", "coco", "md"], help="the file format")
-    parser.add_argument("-o", "--output", type=Path, required=True, metavar="PATH", help="the file written")
+    parser.add_argument("--format", required=True, choices=["csv", "coco", "md", "camtrapdp"], help="the file format")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="PATH", help="the file (folder) written")
+    parser.add_argument(
+        "--locations", type=Path, metavar="CSV", help="camtrapdp: location,latitude,longitude[,coordinateUncertainty]"
+    )
+    parser.add_argument("--images-root", type=Path, metavar="DIR", help="camtrapdp: the photos, for EXIF times")
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -313,7 +322,22 @@ def run_export(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps({"output": str(path), "tasks": len(tasks)}) + "\n")
         return 0
     media, found = project_export.observations(tasks, config, location_fields=settings.location_fields)
-    path = project_export.write_export(args.format, args.output, media, found, project=args.project)
+    if args.format == "camtrapdp":
+        try:
+            path = project_export.write_camtrapdp_export(
+                args.output,
+                tasks,
+                media,
+                found,
+                project=args.project,
+                images_root=args.images_root,
+                locations=args.locations,
+            )
+        except EXPECTED_ERRORS as exc:
+            logger.error("%s", exc)
+            return 1
+    else:
+        path = project_export.write_export(args.format, args.output, media, found, project=args.project)
     counts = {source: sum(1 for o in found if o.source == source) for source in ("human", "model")}
     sys.stdout.write(json.dumps({"output": str(path), "images": len(media), "observations": counts}) + "\n")
     return 0
@@ -347,7 +371,8 @@ COMMANDS: Sequence[Command] = [
     ),
     Command(
         "export",
-        "export a Label Studio project's human labels and model predictions as CSV or COCO Camera Traps",
+        "export a Label Studio project's human labels and model predictions as CSV, COCO Camera Traps, MegaDetector "
+        "batch JSON or a Camtrap DP package",
         add_export_arguments,
         run_export,
         description=EXPORT_HELP,

@@ -15,17 +15,24 @@ Formats: ``csv`` (:mod:`backend.formats.observations`), ``coco`` (COCO Camera Tr
 image size is known, else ``bbox_relative``) and ``md`` (MegaDetector's batch format, what Timelapse,
 AddaxAI and EcoAssist open: per image the latest prediction's boxes with their confidence and the
 species as ``classifications``; human boxes are detections with ``conf`` 1.0 and ``"source": "human"``,
-an image-level human label is the image's ``human_label``). Camtrap DP is not written yet (see docs/formats.md).
+an image-level human label is the image's ``human_label``) and ``camtrapdp`` (a Camtrap DP 1.0 package folder,
+:func:`write_camtrapdp_export`: deployments from locations, their coordinates from the task data or a
+locations CSV; timestamps from EXIF, else the task data, else the file's mtime or the task's creation).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from backend.errors import FileFormatError
+from backend.formats import camtrapdp
 from backend.formats.atomic import write_json_atomically
 from backend.formats.coco import EMPTY, coco_document, write_coco
 from backend.formats.megadetector import COORD_DIGITS, md_output
@@ -38,13 +45,14 @@ from backend.formats.observations import (
     write_observations_csv,
 )
 from backend.labelstudio.label_config import ImageOutcome, LabelMapping, read_label_config
-from backend.labelstudio.references import reference_path
+from backend.labelstudio.references import reference_name, reference_path
 from trainer.boxes import ls_rectangle
 from trainer.export import choose_annotation, first_choice, parse_labels
+from trainer.grouping import EXIF_TIME, capture_time
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("csv", "coco", "md")
+FORMATS = ("csv", "coco", "md", "camtrapdp")
 #: Task data keys read as the photo's date and time, first present wins.
 DATETIME_FIELDS = ("datetime", "timestamp", "date_time", "DateTimeOriginal")
 
@@ -222,6 +230,8 @@ def write_export(
         return write_coco(output, coco_export(media, found, project))
     if format_name == "md":
         raise ValueError("the md format is written from the tasks: use write_md_export")
+    if format_name == "camtrapdp":
+        raise ValueError("the camtrapdp format needs timestamps and coordinates: use write_camtrapdp_export")
     raise ValueError(f"unknown export format {format_name!r}; expected one of {', '.join(FORMATS)}")
 
 
@@ -323,3 +333,136 @@ def _md_detections(
 def write_md_export(output: Path, tasks: Sequence[dict[str, Any]], label_config: str, detector_model: str) -> Path:
     """``camtrap export --format md``: :func:`md_export` written atomically."""
     return write_json_atomically(output, md_export(tasks, label_config, detector_model))
+
+
+#: Task data keys read as a location's coordinates (decimal degrees, WGS84).
+LATITUDE_FIELDS = ("latitude", "lat")
+LONGITUDE_FIELDS = ("longitude", "lon", "lng")
+#: Columns of ``--locations``: the location name, then its coordinates (``coordinateUncertainty`` optional, m).
+LOCATION_COLUMNS = ("location", "latitude", "longitude")
+
+
+def write_camtrapdp_export(
+    output: Path,
+    tasks: Sequence[dict[str, Any]],
+    media: Sequence[MediaItem],
+    found: Sequence[Observation],
+    *,
+    project: str,
+    images_root: Path | None = None,
+    locations: Path | None = None,
+) -> Path:
+    """``camtrap export --format camtrapdp``: the package folder ``output``, validated against the vendored
+    Camtrap DP profile before it is moved into place (FileFormatError, nothing written, when a location has
+    no coordinates, a photo no time, or the package does not validate)."""
+    by_id = {int(t["id"]): t for t in tasks}
+    coordinates = read_locations(locations) if locations is not None else {}
+    captures: dict[int, camtrapdp.Capture] = {}
+    for m in media:
+        task = by_id[m.task_id]
+        captures[m.task_id] = _capture(m, task, images_root)
+        place = m.location or "unknown"
+        if place not in coordinates:
+            where = _coordinates(task.get("data") or {})
+            if where is None:
+                source = f"{locations}" if locations is not None else "the task data (latitude, longitude)"
+                raise FileFormatError(
+                    f"location {place!r} (task {m.task_id}) has no coordinates in {source}: Camtrap DP 1.0 requires "
+                    "deployments.latitude and .longitude; give them with --locations CSV (location,latitude,longitude)"
+                )
+            coordinates[place] = where
+    tables = camtrapdp.package_tables(media, found, captures=captures, coordinates=coordinates)
+    package = camtrapdp.descriptor(
+        tables,
+        title=f"Label Studio project {project}",
+        contributor="camtrap-ml-backend",
+        created=datetime.now(UTC),
+    )
+    return camtrapdp.write_package(output, package, tables)
+
+
+def read_locations(path: Path) -> dict[str, camtrapdp.Coordinates]:
+    """``location,latitude,longitude[,coordinateUncertainty]`` rows; one sentence naming the line when one is bad."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FileFormatError(f"cannot read the locations file {path}: {exc}") from exc
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [c for c in LOCATION_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise FileFormatError(
+            f"{path}, line 1: missing column(s) {', '.join(missing)}; expected {','.join(LOCATION_COLUMNS)}"
+        )
+    found: dict[str, camtrapdp.Coordinates] = {}
+    for row in reader:
+        line = reader.line_num
+        try:
+            lat, lon = float(row["latitude"]), float(row["longitude"])
+            uncertainty = (
+                int(row["coordinateUncertainty"]) if (row.get("coordinateUncertainty") or "").strip() else None
+            )
+        except ValueError as exc:
+            raise FileFormatError(f"{path}, line {line}: expected decimal degrees latitude,longitude ({exc})") from exc
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            raise FileFormatError(f"{path}, line {line}: latitude {lat} or longitude {lon} is out of range")
+        found[row["location"].strip()] = camtrapdp.Coordinates(lat, lon, uncertainty)
+    return found
+
+
+def _coordinates(data: dict[str, Any]) -> camtrapdp.Coordinates | None:
+    lat, lon = _first(data, LATITUDE_FIELDS), _first(data, LONGITUDE_FIELDS)
+    if lat is None or lon is None:
+        return None
+    try:
+        return camtrapdp.Coordinates(float(lat), float(lon))
+    except ValueError:
+        return None
+
+
+def _capture(m: MediaItem, task: dict[str, Any], images_root: Path | None) -> camtrapdp.Capture:
+    """EXIF DateTimeOriginal of the file under ``images_root``, else the task data's time, else the file's mtime,
+    else the task's creation (the last two marked approximate: ``deployments.timestampIssues``)."""
+    file = _local_file(m.image, images_root)
+    if file is not None:
+        try:
+            taken = capture_time(file.read_bytes())
+        except OSError:
+            taken = None
+        if taken is not None:
+            return camtrapdp.Capture(datetime.fromtimestamp(taken, UTC))
+    if m.datetime:
+        parsed = _parse_time(m.datetime)
+        if parsed is not None:
+            return camtrapdp.Capture(parsed)
+    if file is not None:
+        return camtrapdp.Capture(datetime.fromtimestamp(file.stat().st_mtime, UTC), approximate=True)
+    created = _parse_time(str(task.get("created_at") or ""))
+    if created is not None:
+        return camtrapdp.Capture(created, approximate=True)
+    raise FileFormatError(
+        f"task {m.task_id} ({m.image}) has no time: no EXIF file under --images-root, no {DATETIME_FIELDS[0]} in its "
+        "data, no created_at; Camtrap DP 1.0 requires media.timestamp"
+    )
+
+
+def _local_file(image: str, images_root: Path | None) -> Path | None:
+    if images_root is None:
+        return None
+    for relative in (reference_path(image), reference_name(image)):
+        candidate = images_root / relative
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _parse_time(value: str) -> datetime | None:
+    text = value.strip()
+    for parse in (
+        lambda t: datetime.fromisoformat(t.replace("Z", "+00:00")),
+        lambda t: datetime.strptime(t, EXIF_TIME),
+    ):
+        try:
+            return parse(text)
+        except ValueError:
+            continue
+    return None
