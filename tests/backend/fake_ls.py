@@ -159,6 +159,7 @@ class FakeLabelStudio:
         @app.get("/api/tasks/")
         @app.get("/api/tasks")
         def list_tasks(request: Request, project: int, page: int = 1, page_size: int = 100) -> dict:
+            self.requests.append((str(request.url.path), request.headers.get("authorization")))
             self.check(request)
             with self.lock:
                 views = [self.task_view(t) for t in self.tasks]

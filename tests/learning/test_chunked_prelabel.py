@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from rq.job import Job
 from backend.config import Settings
 from backend.contracts.keys import RedisKeys
 from backend.contracts.label_jobs import enqueue_prelabel, enqueue_relabel
+from backend.labelstudio.client import LabelStudioClient
 from backend.service.jobs import job_info
 from backend.service.webhooks import handle_event
 from tests.backend.bundles import write_bundle
@@ -160,3 +163,32 @@ def test_relabel_fails_loudly_when_label_studio_drops_predictions(
     [info] = _finished(redis_client, [enqueue_relabel(redis_client, settings, ENA24_PROJECT, trigger="test")])
     assert info["status"] == "failed"
     assert "Label Studio created 0 of the" in info["error"] and "predictions" in info["error"]
+
+
+def test_camtrap_prelabel_enqueues_chunks_of_ids_read_page_by_page(ena24_ls, worker_env, redis_client):
+    fake, _ = ena24_ls
+    fake.tasks = fake.tasks[:7]
+    fake.predictions.append({"task": fake.tasks[0]["id"], "result": [], "model_version": "old"})
+    env = {**worker_env, "PRELABEL_CHUNK_SIZE": "2"}
+    command = [sys.executable, "-m", "backend.cli", "prelabel", "--project", ENA24_PROJECT]
+    answer = subprocess.run([*command, "--missing-only"], env=env, capture_output=True, text=True, timeout=120)
+    assert answer.returncode == 0, answer.stderr
+    out = json.loads(answer.stdout)
+    assert out["tasks"] == 6, "the task with a prediction is left out"
+    jobs = [Job.fetch(j, connection=redis_client) for j in out["jobs"]]
+    assert [job.args[1] for job in jobs] == [[2, 3], [4, 5], [6, 7]]
+    assert all(job.origin == "prelabel" and job.retries_left == 2 for job in jobs)
+
+
+def test_the_client_reads_tasks_page_by_page_and_counts_created_predictions(ena24_ls, settings: Settings):
+    fake, _ = ena24_ls
+    fake.tasks = fake.tasks[:7]
+    with LabelStudioClient(settings) as client:
+        tasks = list(client.iter_tasks(ENA24_PROJECT, page_size=3))
+        assert [t["id"] for t in tasks] == [1, 2, 3, 4, 5, 6, 7]
+        assert [p for p, _ in fake.requests if p.startswith("/api/tasks")] == ["/api/tasks/"] * 3
+        exactly = list(client.iter_tasks(ENA24_PROJECT, page_size=7))
+        assert len(exactly) == 7
+        good = {"task": 1, "result": [{"from_name": "status", "to_name": "image"}], "model_version": "v"}
+        bad = {"task": 2, "result": [{"from_name": "nope", "to_name": "image"}], "model_version": "v"}
+        assert client.import_predictions(ENA24_PROJECT, [good, bad]) == 1
