@@ -75,12 +75,12 @@ class LabelRun:
 def label_run(
     project: str, *, settings: Settings, connection: redis.Redis | None, observer: PipelineObserver | None = None
 ) -> Iterator[LabelRun]:
-    """The detector, the project's served classifier and /setup data, its label mapping and an LS client."""
-    from backend.vision.detector import Detector
+    """The detector (loaded at its first store miss), the served classifier, /setup data, label mapping, LS client."""
+    from trainer.lazy_detector import LazyDetector
 
     record = _setup_record(connection, RedisKeys(settings.redis_prefix), project)
     thresholds = Thresholds.from_settings(settings).with_overrides(record.extra_params)
-    detector = Detector.load(settings)
+    detector = LazyDetector(settings)
     classifier = load_served(settings.models_dir, project, resolve_device(settings.detector_device))
     version = registry.model_version(detector.id, classifier.version if classifier else None)
     pipeline = Pipeline(
