@@ -14,7 +14,7 @@ from backend.config import get_settings
 from backend.service import server
 from backend.vision.counters import enable_multiprocess
 from trainer import cli as trainer_cli
-from trainer import detect, fetch, file_commands, import_md
+from trainer import detect, fetch, file_commands, import_md, prelabel_cli
 
 
 def all_commands() -> list[Command]:
@@ -26,6 +26,7 @@ def all_commands() -> list[Command]:
         *file_commands.COMMANDS,
         *detect.COMMANDS,
         *import_md.COMMANDS,
+        *prelabel_cli.COMMANDS,
     ]
 
 

@@ -167,6 +167,10 @@ class Settings(BaseSettings):
     """``cuda``, ``cpu`` or unset for CUDA when available (AMP is used on CUDA)."""
     prelabel_on_import: bool = True
     """On TASKS_CREATED, a worker predicts the new tasks and pushes the predictions to Label Studio."""
+    prelabel_chunk_size: int = Field(100, ge=1)
+    """Task ids per pre-annotation job (one RQ job per chunk on queue prelabel), in tasks."""
+    relabel_on_promotion: bool = True
+    """When a project's served classifier changes, job relabel-<project> re-classifies its unannotated tasks."""
 
     # --- Pretrained weights (trainer/pretrained.py) -------------------------------------------
     pretrained_url: str = ""

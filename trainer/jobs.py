@@ -3,7 +3,8 @@
 ``trainer.jobs.train_project`` runs on queue ``training`` with job id ``train-<project>``; its progress
 is in ``job.meta`` (see ``trainer.progress``) and its result is ``TrainOutcome.to_dict()``. On failure
 ``job.meta["error"]`` holds one sentence and ``job.meta["stage"]`` the stage it failed in.
-``trainer.jobs.prelabel_tasks`` runs on queue ``prelabel`` (bulk pre-annotation, ``trainer.prelabel``).
+``trainer.jobs.prelabel_tasks`` runs on queue ``prelabel`` (bulk pre-annotation of one chunk of task ids,
+``trainer.prelabel``); ``trainer.jobs.relabel_project`` too, as ``relabel-<project>`` (``trainer.relabel``).
 """
 
 from __future__ import annotations
@@ -60,15 +61,15 @@ def train_project(project_id: str, options: dict[str, Any] | None = None) -> dic
     return outcome.to_dict()
 
 
-def prelabel_tasks(project_id: str, tasks: list[dict[str, Any]]) -> dict[str, Any]:
-    """Predict newly imported tasks and push the predictions to Label Studio.
+def prelabel_tasks(project_id: str, task_ids: list[int]) -> dict[str, Any]:
+    """Predict one chunk of tasks (by id) and push the predictions to Label Studio.
 
     Args:
         project_id: Label Studio project id.
-        tasks: ``[{"id": ..., "data": {...}}, ...]`` as ``TASKS_CREATED`` delivered them.
+        task_ids: The chunk's task ids; each task is read from Label Studio.
 
     Returns:
-        Counts of tasks, posted predictions, empty predictions and refused posts.
+        Counts of tasks, posted, skipped (already had this version), empty and failed predictions.
     """
     from trainer.prelabel import prelabel
 
@@ -79,8 +80,30 @@ def prelabel_tasks(project_id: str, tasks: list[dict[str, Any]]) -> dict[str, An
     connection = job.connection if job is not None else connect(settings.effective_redis_url, TOOL)
     try:
         return prelabel(
-            parse_project_id(project_id), tasks, settings=settings, connection=connection, progress=progress
+            parse_project_id(project_id), task_ids, settings=settings, connection=connection, progress=progress
         )
+    except BaseException as exc:
+        progress.fail(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        raise
+
+
+def relabel_project(project_id: str) -> dict[str, Any]:
+    """Re-classify the unannotated tasks of a project from the stored detections with its served classifier.
+
+    Job ``relabel-<project>``, enqueued when the served classifier changes (``trainer.relabel``).
+
+    Returns:
+        Counts: tasks seen, annotated (left alone), pushed, from the store, detected (store miss), failed.
+    """
+    from trainer.relabel import relabel
+
+    _ensure_logging()
+    settings = get_settings()
+    job = get_current_job()
+    progress = Progress(job)
+    connection = job.connection if job is not None else connect(settings.effective_redis_url, TOOL)
+    try:
+        return relabel(parse_project_id(project_id), settings=settings, connection=connection, progress=progress)
     except BaseException as exc:
         progress.fail(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         raise

@@ -5,7 +5,8 @@ Order of operations, each step safe to crash in:
 1. every file is written into ``models/<project>/.tmp-<job id>/`` (ignored by every reader);
 2. ``backend.contracts.bundle.commit_bundle`` renames it into place in one ``os.rename``;
 3. only then, and only if the gate promoted it, ``backend.contracts.promotion.set_current`` replaces the pointer
-   and announces the version on the models channel (every backend process swaps).
+   and announces the version on the models channel (every backend process swaps), and job
+   ``relabel-<project>`` is enqueued (``RELABEL_ON_PROMOTION``) to re-label the unannotated tasks.
 
 A failure in 1 or 2 removes the staging directory and leaves the pointer alone; a crash that skips
 that clean-up leaves a ``.tmp-*`` directory nobody reads, replaced by the next run of the job.
@@ -27,6 +28,7 @@ import redis
 import torch
 from safetensors.torch import save_file
 
+from backend.config import get_settings
 from backend.contracts import promotion
 from backend.contracts.bundle import (
     CARD_FILE,
@@ -42,6 +44,7 @@ from backend.contracts.bundle import (
     write_manifest,
 )
 from backend.contracts.keys import RedisKeys
+from backend.contracts.label_jobs import enqueue_relabel
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +90,20 @@ def publish(
     logger.info("bundle %s written (%s: %s)", manifest.version, manifest.status.value, manifest.status_reason)
     if manifest.status == BundleStatus.PROMOTED:
         promotion.set_current(models_dir, manifest.project, manifest.version, connection, keys)
+        if connection is not None:
+            _relabel(connection, manifest.project, manifest.version)
     return final
+
+
+def _relabel(connection: redis.Redis, project: str, version: str) -> None:
+    """Enqueue ``relabel-<project>`` for the newly served version (``RELABEL_ON_PROMOTION``)."""
+    settings = get_settings()
+    if not settings.relabel_on_promotion:
+        return
+    try:
+        enqueue_relabel(connection, settings, project, trigger=f"gate promoted {version}")
+    except redis.RedisError as exc:
+        logger.warning("project %s: re-label after promoting %s not enqueued: %s", project, version, exc)
 
 
 def _write_files(directory: Path, files: BundleFiles) -> None:

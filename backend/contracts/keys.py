@@ -36,3 +36,8 @@ class RedisKeys:
 def training_job_id(project: str) -> str:
     """RQ job id of a project's training job: at most one is queued or running per project."""
     return f"train-{project}"
+
+
+def relabel_job_id(project: str) -> str:
+    """RQ job id of a project's re-label job (after a promotion): a newer promotion replaces it."""
+    return f"relabel-{project}"

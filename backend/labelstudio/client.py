@@ -31,6 +31,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, unquote, urljoin, urlsplit
@@ -123,6 +124,44 @@ class LabelStudioClient:
             LabelStudioError: no URL is configured, the connection failed or LS answered an error.
         """
         return self._api("POST", path, json=body, timeout=timeout)
+
+    def iter_tasks(self, project: str | int, *, page_size: int = 100, fields: str = "all") -> Iterator[dict]:
+        """Every task of ``project``, read page by page (``GET /api/tasks/?project=&page=&page_size=``).
+
+        Label Studio 1.23 answers ``{"tasks": [...], "total": N}`` and 404 for a page past the end;
+        both end the iteration, as does a short page.
+
+        Raises:
+            LabelStudioError: the connection failed or LS answered another error.
+        """
+        page = 1
+        while True:
+            params = {"project": project, "page": page, "page_size": page_size, "fields": fields}
+            try:
+                body = self.get_json("/api/tasks/", params)
+            except LabelStudioError as exc:
+                if page > 1 and " answered 404 " in str(exc):
+                    return
+                raise
+            tasks = body.get("tasks", []) if isinstance(body, dict) else list(body or [])
+            yield from tasks
+            total = body.get("total") if isinstance(body, dict) else None
+            if len(tasks) < page_size or (total is not None and page * page_size >= int(total)):
+                return
+            page += 1
+
+    def get_task(self, task: int) -> dict:
+        """One task with its data, annotations and predictions (``GET /api/tasks/<id>``)."""
+        return dict(self.get_json(f"/api/tasks/{task}/"))
+
+    def import_predictions(self, project: str | int, predictions: Sequence[dict]) -> int:
+        """Post predictions in bulk (``POST /api/projects/<id>/import/predictions``); returns ``created``.
+
+        Label Studio 1.23 drops predictions that do not fit the label config and still answers 201, so
+        the caller compares the count with what it sent.
+        """
+        body = self.post_json(f"/api/projects/{project}/import/predictions", list(predictions))
+        return int((body or {}).get("created", 0))
 
     def _api(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> Any:
         url = self._ls_url(path, LabelStudioError)

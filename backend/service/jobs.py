@@ -30,8 +30,6 @@ logger = logging.getLogger(__name__)
 
 #: The RQ entry point of a training run (``trainer/jobs.py``), by name.
 TRAIN_FUNCTION = "trainer.jobs.train_project"
-#: The RQ entry point of bulk pre-annotation, by name.
-PRELABEL_FUNCTION = "trainer.jobs.prelabel_tasks"
 #: States after which a job id may be reused.
 TERMINAL = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED})
 #: States from which a job is canceled without a worker's help.
@@ -103,28 +101,6 @@ def enqueue_training(
     return EnqueueResult(job_id, state.value if state else "unknown", created=False)
 
 
-def enqueue_prelabel(connection: redis.Redis, settings: Settings, project: str, tasks: list[dict[str, Any]]) -> str:
-    """Enqueue bulk pre-annotation of newly created tasks (queue ``prelabel``); returns the job id.
-
-    Only each task's ``id`` and ``data`` travel with the job.
-
-    Raises:
-        redis.RedisError: Redis is unavailable.
-    """
-    slim = [{"id": t["id"], "data": t.get("data") or {}} for t in tasks if isinstance(t, dict) and "id" in t]
-    job = Queue(PRELABEL_QUEUE, connection=connection).enqueue_call(
-        PRELABEL_FUNCTION,
-        args=(project, slim),
-        timeout=settings.job_timeout_s,
-        result_ttl=settings.job_result_ttl_s,
-        failure_ttl=settings.job_failure_ttl_s,
-        description=f"pre-annotate {len(slim)} new task(s) of project {project}",
-        meta={"stage": "queued", "trigger": "TASKS_CREATED", "project": project},
-    )
-    logger.info("enqueued %s: pre-annotate %d task(s) of project %s", job.id, len(slim), project)
-    return job.id
-
-
 def fetch_job(connection: redis.Redis, job_id: str) -> Job | None:
     try:
         return Job.fetch(job_id, connection=connection)
@@ -133,8 +109,9 @@ def fetch_job(connection: redis.Redis, job_id: str) -> Job | None:
 
 
 def clean_abandoned(connection: redis.Redis) -> None:
-    """Let RQ fail the training jobs whose worker stopped heart-beating (killed, machine lost)."""
-    StartedJobRegistry(TRAINING_QUEUE, connection=connection).cleanup()
+    """Let RQ fail (or retry) the jobs whose worker stopped heart-beating (killed, machine lost)."""
+    for queue in (TRAINING_QUEUE, PRELABEL_QUEUE):
+        StartedJobRegistry(queue, connection=connection).cleanup()
 
 
 def job_info(connection: redis.Redis, job_id: str) -> dict[str, Any] | None:

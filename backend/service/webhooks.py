@@ -9,7 +9,8 @@ ANNOTATIONS_CREATED         threshold (``train_every_n_annotations`` in extra_pa
                             ``TRAIN_EVERY_N_ANNOTATIONS``; 0 = off) enqueue a training job
 ANNOTATIONS_DELETED         ``pending -= len(ids)``, never below 0 (they will not be learnt)
 PROJECT_UPDATED             store the new label config in the project's set-up hash
-TASKS_CREATED               enqueue bulk pre-annotation on queue ``prelabel`` (``PRELABEL_ON_IMPORT``)
+TASKS_CREATED               enqueue bulk pre-annotation on queue ``prelabel`` (``PRELABEL_ON_IMPORT``):
+                            one job per ``PRELABEL_CHUNK_SIZE`` task ids
 others                      accepted and ignored
 ==========================  ================================================================
 
@@ -31,11 +32,12 @@ import redis
 
 from backend.config import Settings
 from backend.contracts.keys import RedisKeys
+from backend.contracts.label_jobs import enqueue_prelabel
 from backend.contracts.projects import project_id
 from backend.contracts.setup_record import SetupRecord
 from backend.errors import InvalidProjectError
 from backend.labelstudio.events import COUNTED_EVENTS, LSEvent
-from backend.service.jobs import enqueue_prelabel, enqueue_training
+from backend.service.jobs import enqueue_training
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +128,16 @@ def _dispatch(
         pending = int(connection.eval(_DECREMENT_FLOOR_ZERO, 1, keys.pending(project), deleted))
         return WebhookResult(Outcome.COUNTED, event.value, project, pending=pending)
     if event == LSEvent.TASKS_CREATED:
-        job = enqueue_prelabel(connection, settings, project, list(payload.get("tasks") or []))
-        return WebhookResult(Outcome.QUEUED, event.value, project, job, "queued", detail="bulk pre-annotation")
+        ids = [t["id"] for t in payload.get("tasks") or [] if isinstance(t, dict) and "id" in t]
+        jobs = enqueue_prelabel(connection, settings, project, ids, trigger=event.value)
+        return WebhookResult(
+            Outcome.QUEUED,
+            event.value,
+            project,
+            jobs[0] if jobs else None,
+            "queued",
+            detail=f"bulk pre-annotation: {len(ids)} task(s) in {len(jobs)} job(s)",
+        )
     if event == LSEvent.PROJECT_UPDATED:
         body = payload.get("project")
         config = body.get("label_config") if isinstance(body, dict) else None

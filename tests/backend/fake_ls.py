@@ -3,14 +3,20 @@
 :class:`FakeLabelStudio` serves task images (uploads, local files, storage data, presigned cloud
 URLs) and checks credentials the way Label Studio 1.23 does: ``Token <legacy>`` while legacy tokens
 are on, ``Bearer <access>`` for an access token obtained at ``POST /api/token/refresh/`` from the
-PAT. ``tests/trainer/fake_label_studio.py`` extends it with a project's tasks, its export and the
-predictions API (:class:`~tests.trainer.fake_label_studio.FakeProject`), for the trainer's side.
+PAT. It also holds tasks and predictions and answers the task and prediction APIs as Label Studio
+1.23 does: ``GET /api/tasks/?project=&page=&page_size=`` (``{"tasks", "total"}``, 404 past the last
+page), ``GET /api/tasks/<id>/`` (with its annotations and predictions), ``POST /api/predictions/`` and
+the bulk ``POST /api/projects/<id>/import/predictions``, which, like 1.23's legacy path, drops a
+prediction whose ``from_name`` is not in the label config and still answers ``201 {"created": n}``.
+``tests/trainer/fake_label_studio.py`` extends it with a project's export and task import
+(:class:`~tests.trainer.fake_label_studio.FakeProject`), for the trainer's side.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -51,6 +57,14 @@ class FakeLabelStudio:
     issued: list[str] = field(default_factory=list)
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     delay_s: float = 0.0
+    tasks: list[dict] = field(default_factory=list)
+    predictions: list[dict] = field(default_factory=list)
+    """Every prediction posted (single or bulk), as sent, in order."""
+    post_delay_s: float = 0.0
+    """Each ``POST /api/predictions/`` takes this long (a slow Label Studio, to kill a worker mid-chunk)."""
+    bulk_calls: list[int] = field(default_factory=list)
+    """The size of each bulk import call."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def authorized(self, header: str | None) -> bool:
         if not header:
@@ -68,6 +82,27 @@ class FakeLabelStudio:
     def project_info(self, project: int) -> dict:
         """The body of ``GET /api/projects/<id>``."""
         return {"id": project, "title": "fake"}
+
+    def task_predictions(self, task_id: int) -> list[dict]:
+        return [{"id": i + 1, **p} for i, p in enumerate(self.predictions) if p.get("task") == task_id]
+
+    def task_view(self, task: dict) -> dict:
+        """A task as ``GET /api/tasks/<id>/`` shows it: data, annotations, predictions and their counts."""
+        annotations = task.get("annotations") or []
+        predictions = self.task_predictions(task["id"])
+        return {
+            "id": task["id"],
+            "data": task["data"],
+            "annotations": annotations,
+            "predictions": predictions,
+            "total_annotations": sum(1 for a in annotations if not a.get("was_cancelled")),
+            "cancelled_annotations": sum(1 for a in annotations if a.get("was_cancelled")),
+            "total_predictions": len(predictions),
+        }
+
+    def config_names(self, project: int) -> set[str]:
+        """The control and object tag names of the project's label config."""
+        return set(re.findall(r'\bname="([^"]+)"', self.project_info(project).get("label_config") or ""))
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -120,6 +155,64 @@ class FakeLabelStudio:
         def project(request: Request, project: int) -> dict:
             self.check(request)
             return self.project_info(project)
+
+        @app.get("/api/tasks/")
+        @app.get("/api/tasks")
+        def list_tasks(request: Request, project: int, page: int = 1, page_size: int = 100) -> dict:
+            self.requests.append((str(request.url.path), request.headers.get("authorization")))
+            self.check(request)
+            with self.lock:
+                views = [self.task_view(t) for t in self.tasks]
+            if page < 1 or (page > 1 and (page - 1) * page_size >= len(views)):
+                raise HTTPException(404, "Invalid page.")
+            return {"tasks": views[(page - 1) * page_size : page * page_size], "total": len(views)}
+
+        @app.get("/api/tasks/{task_id}/")
+        @app.get("/api/tasks/{task_id}")
+        def get_task(request: Request, task_id: int) -> dict:
+            self.check(request)
+            with self.lock:
+                found = [self.task_view(t) for t in self.tasks if t["id"] == task_id]
+            if not found:
+                raise HTTPException(404, "Not found.")
+            return found[0]
+
+        @app.get("/api/predictions/")
+        @app.get("/api/predictions")
+        def list_predictions(request: Request, project: int | None = None) -> list[dict]:
+            self.check(request)
+            return [
+                {"id": i + 1, **p}
+                for i, p in enumerate(self.predictions)
+                if project is None or p.get("project", project) == project
+            ]
+
+        @app.post("/api/predictions/")
+        @app.post("/api/predictions")
+        async def predictions(request: Request) -> dict:
+            self.check(request)
+            body = await request.json()
+            if self.post_delay_s:
+                time.sleep(self.post_delay_s)
+            with self.lock:
+                self.predictions.append(body)
+                return {"id": len(self.predictions), **body}
+
+        @app.post("/api/projects/{project}/import/predictions", status_code=201)
+        async def import_predictions(request: Request, project: int) -> dict:
+            self.check(request)
+            body = await request.json()
+            names = self.config_names(project)
+            known = {t["id"] for t in self.tasks}
+            valid = [
+                p
+                for p in body
+                if p.get("task") in known and all(r.get("from_name") in names for r in p.get("result") or [])
+            ]
+            with self.lock:
+                self.bulk_calls.append(len(body))
+                self.predictions.extend(valid)
+            return {"created": len(valid)}
 
         return app
 

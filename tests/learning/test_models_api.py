@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from rq.job import Job
 
 from backend.contracts import registry
 from backend.contracts.bundle import BundleStatus
@@ -89,6 +90,9 @@ def test_promote_rolls_back_moves_the_pointer_and_announces_it(http, bundles, ap
     }
     assert registry.read_current(app_settings.models_dir, PROJECT) == "p21-a1"
     assert store.get(KEYS.current(PROJECT)) == b"p21-a1"
+    relabel = Job.fetch(f"relabel-{PROJECT}", connection=store)
+    assert relabel.func_name == "trainer.jobs.relabel_project" and relabel.args == (PROJECT,)
+    assert relabel.meta["trigger"] == "p21-a1 promoted by hand"
     message = None
     deadline = time.monotonic() + 5
     while message is None and time.monotonic() < deadline:

@@ -97,13 +97,10 @@ class FakeProject(FakeLabelStudio):
     """A fake Label Studio holding one project: its tasks, image files and knobs for faults."""
 
     project: int = 1
-    tasks: list[dict] = field(default_factory=list)
     species: set[str] = field(default_factory=set)
     export_delay_s: float = 0.0
     """The export hangs this long (or until :meth:`release`), like a Label Studio that stopped answering."""
     export_calls: int = 0
-    predictions: list[dict] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
     released: threading.Event = field(default_factory=threading.Event)
 
     def release(self) -> None:
@@ -165,25 +162,6 @@ class FakeProject(FakeLabelStudio):
                     annotations += len(imported)
                     self.tasks.append({"id": task_id, "data": item["data"], "annotations": imported, "predictions": []})
             return {"task_count": len(body), "annotation_count": annotations, "prediction_count": 0}
-
-        @app.get("/api/predictions/")
-        @app.get("/api/predictions")
-        def list_predictions(request: Request, project: int | None = None) -> list[dict]:
-            self.check(request)
-            return [
-                {"id": i + 1, **p}
-                for i, p in enumerate(self.predictions)
-                if project is None or p.get("project", project) == project
-            ]
-
-        @app.post("/api/predictions/")
-        @app.post("/api/predictions")
-        async def predictions(request: Request) -> dict:
-            self.check(request)
-            body = await request.json()
-            with self.lock:
-                self.predictions.append(body)
-            return {"id": len(self.predictions), **body}
 
         return app
 

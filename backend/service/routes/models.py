@@ -16,6 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from backend.contracts import promotion, registry
 from backend.contracts.bundle import VERSION_PATTERN, BundleManifest, bundle_dir, list_bundles, read_metrics
 from backend.contracts.keys import RedisKeys
+from backend.contracts.label_jobs import enqueue_relabel
 from backend.contracts.projects import project_id
 from backend.service.deps import RedisDep, SettingsDep, require_ls_auth
 from backend.service.http_errors import error_responses
@@ -59,6 +60,8 @@ async def promote_model(
         promotion.set_current, settings.models_dir, owner, version, connection, RedisKeys(settings.redis_prefix)
     )
     logger.info("project %s: %s promoted by hand (was %s)", owner, version, previous)
+    if settings.relabel_on_promotion and version != previous:
+        await run_in_threadpool(enqueue_relabel, connection, settings, owner, trigger=f"{version} promoted by hand")
     detector = registry.detector_id(settings.detector_model)
     current = None if version == registry.NO_CLASSIFIER else version
     return {
