@@ -10,6 +10,7 @@ is in ``job.meta`` (see ``trainer.progress``) and its result is ``TrainOutcome.t
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from rq import get_current_job
@@ -73,18 +74,7 @@ def prelabel_tasks(project_id: str, task_ids: list[int]) -> dict[str, Any]:
     """
     from trainer.prelabel import prelabel
 
-    _ensure_logging()
-    settings = get_settings()
-    job = get_current_job()
-    progress = Progress(job)
-    connection = job.connection if job is not None else connect(settings.effective_redis_url, TOOL)
-    try:
-        return prelabel(
-            parse_project_id(project_id), task_ids, settings=settings, connection=connection, progress=progress
-        )
-    except BaseException as exc:
-        progress.fail(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
-        raise
+    return _label_job(lambda **context: prelabel(parse_project_id(project_id), task_ids, **context))
 
 
 def relabel_project(project_id: str) -> dict[str, Any]:
@@ -97,13 +87,18 @@ def relabel_project(project_id: str) -> dict[str, Any]:
     """
     from trainer.relabel import relabel
 
+    return _label_job(lambda **context: relabel(parse_project_id(project_id), **context))
+
+
+def _label_job(work: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """Run a labelling job's ``work(settings=, connection=, progress=)``; a failure is recorded in the job."""
     _ensure_logging()
     settings = get_settings()
     job = get_current_job()
     progress = Progress(job)
     connection = job.connection if job is not None else connect(settings.effective_redis_url, TOOL)
     try:
-        return relabel(parse_project_id(project_id), settings=settings, connection=connection, progress=progress)
+        return work(settings=settings, connection=connection, progress=progress)
     except BaseException as exc:
         progress.fail(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         raise
