@@ -85,6 +85,22 @@ def detector_boxes(image_dir: Path, names: list[str], threshold: float) -> dict[
     return boxes
 
 
+def small_data_config(settings: Settings, args: argparse.Namespace, seed: int, **fields: object) -> TrainConfig:
+    """The benchmarks' training on a few dozen crops: no early stop, in-process loading, 2 crops make a class."""
+    return TrainConfig.from_settings(
+        settings,
+        input_size=args.input_size,
+        epochs=args.epochs,
+        patience=args.epochs,
+        batch_size=16,
+        num_workers=0,
+        seed=seed,
+        min_examples_per_class=2,
+        device=args.device,
+        **fields,
+    )
+
+
 def tasks_for(labels: dict[str, str], boxes: dict, seed: int, per_species: int) -> list[dict]:
     """The export: the first ``per_species`` photos of each species, each at its own invented location."""
     by_species: dict[str, list[str]] = defaultdict(list)
@@ -170,18 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="bench-learning-") as scratch:
             root = Path(scratch)
             settings = Settings(data_dir=root / "data", download_concurrency=2)
-            config = TrainConfig.from_settings(
-                settings,
-                backbone=args.backbone,
-                input_size=args.input_size,
-                epochs=args.epochs,
-                patience=args.epochs,
-                batch_size=16,
-                num_workers=0,
-                seed=seed,
-                min_examples_per_class=2,
-                gate_min_test_per_class=args.gate_min_test_per_class,
-                device=args.device,
+            config = small_data_config(
+                settings, args, seed, backbone=args.backbone, gate_min_test_per_class=args.gate_min_test_per_class
             )
             base = root / "season"
             rounds = []

@@ -26,9 +26,8 @@ import torch
 
 from backend.config import Settings
 from backend.contracts.bundle import read_manifest
-from bench.learning import detector_boxes, tasks_for, write_base
+from bench.learning import detector_boxes, small_data_config, tasks_for, write_base
 from tests.conftest import DEFAULT_IMAGES
-from trainer.config import TrainConfig
 from trainer.pipeline import train_folder
 
 logger = logging.getLogger("bench.transfer")
@@ -54,19 +53,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def one_run(base: Path, root: Path, args: argparse.Namespace, seed: int, backbone: str, pretrained: bool) -> float:
     """Held-out test macro-F1 of one backbone on one seed's export."""
     settings = Settings(data_dir=root / f"data-{backbone}", download_concurrency=2)
-    config = TrainConfig.from_settings(
-        settings,
-        backbone=backbone,
-        imagenet_weights=pretrained,
-        input_size=args.input_size,
-        epochs=args.epochs,
-        patience=args.epochs,
-        batch_size=16,
-        num_workers=0,
-        seed=seed,
-        min_examples_per_class=2,
-        gate_min_test_per_class=1,
-        device=args.device,
+    config = small_data_config(
+        settings, args, seed, backbone=backbone, imagenet_weights=pretrained, gate_min_test_per_class=1
     )
     outcome = train_folder(base, settings=settings, config=config, job_id=f"transfer-s{seed}-{backbone}")
     start = read_manifest(Path(outcome.bundle)).starting_weights
