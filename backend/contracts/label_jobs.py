@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from typing import TypedDict
 
 import redis
 from rq import Queue, Retry
@@ -34,6 +35,23 @@ PRELABEL_RETRIES = 2
 #: How long a superseded running job gets to let go of its id, in seconds.
 STOP_WAIT_S = 10.0
 _WAITING = frozenset({JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.CREATED})
+
+
+class JobLifetimes(TypedDict):
+    """RQ's ``timeout``, ``result_ttl`` and ``failure_ttl`` keyword arguments, in seconds."""
+
+    timeout: int
+    result_ttl: int
+    failure_ttl: int
+
+
+def job_lifetimes(settings: Settings) -> JobLifetimes:
+    """The lifetimes of every job we enqueue, from the settings (``JOB_TIMEOUT_S``, ``JOB_*_TTL_S``)."""
+    return JobLifetimes(
+        timeout=settings.job_timeout_s,
+        result_ttl=settings.job_result_ttl_s,
+        failure_ttl=settings.job_failure_ttl_s,
+    )
 
 
 def enqueue_prelabel(
@@ -59,9 +77,7 @@ def enqueue_prelabel(
             Queue.prepare_data(
                 PRELABEL_FUNCTION,
                 args=(project, chunk),
-                timeout=settings.job_timeout_s,
-                result_ttl=settings.job_result_ttl_s,
-                failure_ttl=settings.job_failure_ttl_s,
+                **job_lifetimes(settings),
                 description=f"pre-annotate tasks {chunk[0]}..{chunk[-1]} ({len(chunk)}) of project {project}",
                 meta={"stage": "queued", "trigger": trigger, "project": project},
                 retry=Retry(max=PRELABEL_RETRIES),
@@ -99,9 +115,7 @@ def enqueue_relabel(connection: redis.Redis, settings: Settings, project: str, *
         RELABEL_FUNCTION,
         args=(project,),
         job_id=job_id,
-        timeout=settings.job_timeout_s,
-        result_ttl=settings.job_result_ttl_s,
-        failure_ttl=settings.job_failure_ttl_s,
+        **job_lifetimes(settings),
         description=f"re-label the unannotated tasks of project {project} ({trigger})",
         meta={"stage": "queued", "trigger": trigger, "project": project},
     )

@@ -24,6 +24,7 @@ from rq.registry import StartedJobRegistry
 
 from backend.config import Settings
 from backend.contracts.keys import PRELABEL_QUEUE, TRAINING_QUEUE, RedisKeys, training_job_id
+from backend.contracts.label_jobs import job_lifetimes
 from backend.redaction import redact
 
 logger = logging.getLogger(__name__)
@@ -85,9 +86,7 @@ def enqueue_training(
                 kwargs={"options": options} if options else None,
                 job_id=job_id,
                 unique=True,
-                timeout=settings.job_timeout_s,
-                result_ttl=settings.job_result_ttl_s,
-                failure_ttl=settings.job_failure_ttl_s,
+                **job_lifetimes(settings),
                 description=f"train the species classifier of project {project} ({trigger})",
                 meta={"stage": "queued", "trigger": trigger, "project": project},
             )
