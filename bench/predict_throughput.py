@@ -36,6 +36,7 @@ import torch
 
 from backend.config import Settings
 from backend.service.server import local_redis
+from backend.vision.thread_env import thread_env_kept
 from tests.backend.fake_ls import LEGACY_TOKEN, FakeLabelStudio, serve_in_thread
 from tests.conftest import DEFAULT_IMAGES, REPO_ROOT
 from tests.model_factory import MDV5A_ARCH, make_yolov5_checkpoint
@@ -74,7 +75,10 @@ class RawDetector:
     def __init__(self, model: Path) -> None:
         from megadetector.detection.run_detector import load_detector
 
-        self.detector = load_detector(str(model))
+        # yolov5's import sets OMP_NUM_THREADS=cpu_count-1 in os.environ; (b)'s server inherits this
+        # process's environment and would run torch on one core fewer than (a) (the 0.62 of issue 13).
+        with thread_env_kept():
+            self.detector = load_detector(str(model))
 
     def run(self, photos: list[Path], batch_size: int) -> float:
         """Seconds to read and detect ``photos`` in batches of ``batch_size``."""

@@ -24,6 +24,7 @@ from backend.errors import ConfigurationError
 from backend.vision import mdlite_assets
 from backend.vision.device import resolve_device
 from backend.vision.mdlite import MDLiteModel
+from backend.vision.thread_env import thread_env_kept
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,8 @@ class Detector:
         name = settings.detector_model
         force_cpu = (settings.detector_device or "").lower() == "cpu"
         try:
-            model = load_detector(choice.path, force_cpu=force_cpu)
+            with thread_env_kept():  # yolov5's import rewrites OMP_NUM_THREADS for every later child process
+                model = load_detector(choice.path, force_cpu=force_cpu)
         except Exception as exc:
             raise ConfigurationError(
                 f"cannot load MegaDetector {name!r} from {choice.path} ({type(exc).__name__}: {exc}): set "
