@@ -264,7 +264,10 @@ def _detector_box(
     lock: threading.Lock,
     counts: Counter[str],
 ) -> list[View]:
-    if stored:
+    if stored is not None:  # the store has run the detector on this image: its answer stands
+        if not stored:
+            counts["image_level_no_detection"] += 1
+            return []
         return [(stored[0], task.image_species or "", "detector")]
     if top_box is None:
         counts["image_level_no_detector"] += 1

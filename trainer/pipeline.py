@@ -163,6 +163,9 @@ def train_folder(
     progress.stage(Stage.EXPORTING, detail=f"reading {base}")
     dataset = read_folder(base, location_fields=config.location_fields)
     progress.update(counts=dataset.exported.counts(), layout=dataset.layout)
+    if lookup is None:  # boxes `camtrap detect` (or the service) stored; the detector loads only on a miss
+        lookup = settings_store_lookup(settings)
+        top_box = top_box or lazy_top_box(settings)
     crops = _crops(dataset.exported, dataset.fetch, settings, config, run_dir, progress, top_box, lookup)
     outcome = learn_and_publish(
         dataset.exported,

@@ -92,6 +92,22 @@ def test_build_crops_uses_the_top_detector_box_for_an_image_level_label(tmp_path
     assert len(seen) == 2
 
 
+def test_the_detection_store_answers_image_level_labels_before_the_detector(tmp_path, photo_bytes):
+    other = photo_bytes + b"\0"  # another image (other bytes, other store key), still a valid JPEG
+    tasks = [
+        LabeledTask(1, "boxed.jpg", None, image_species="Chicken"),
+        LabeledTask(2, "empty.jpg", None, image_species="Chicken"),
+    ]
+    stored = {photo_bytes: [Detection("1", 0.9, BOX)], other: []}
+
+    def top_box(image):
+        raise AssertionError("the detector ran although the store had the image")
+
+    result = _build(tasks, {"boxed.jpg": photo_bytes, "empty.jpg": other}, tmp_path, top_box=top_box, lookup=stored.get)
+    assert [(c.task_id, c.source) for c in result.crops] == [(1, "detector")]
+    assert result.counts["image_level_no_detection"] == 1, "an empty store entry means: no animal, not: ask again"
+
+
 def test_download_images_returns_only_the_tasks_it_could_fetch():
     tasks = [LabeledTask(i, f"{i}.jpg", None, image_species="x") for i in range(1, 5)]
 
