@@ -30,6 +30,7 @@ from backend.labelstudio.image_cache import ImageCache
 from backend.vision.detector import Detector
 from tests.backend.bundles import write_bundle
 from tests.backend.conftest import PHOTOS, running_app
+from tests.backend.service.test_predict_store import _counter
 from tests.reliability.small_disk import PAGE, fill, make_room
 from trainer.errors import BundleWriteError
 from trainer.publish import BundleFiles, publish
@@ -140,9 +141,12 @@ def test_predict_on_a_full_disk_answers_and_stores_no_partial_entry(
 
         make_room(small_disk)
         caplog.clear()
+        detected = _counter(url, "camtrap_detector_images_total")
         again = _predict(url, label_config)  # recomputed (nothing was stored), now stored
+        assert _counter(url, "camtrap_detector_images_total") == detected + len(PHOTOS)
         assert store.count("md_tiny_md_v5@native") == len(PHOTOS)
         served = _predict(url, label_config)  # read back from the store: whole entries, same boxes
+        assert _counter(url, "camtrap_detector_images_total") == detected + len(PHOTOS), "not read from the store"
     assert [r["result"] for r in full] == [r["result"] for r in again] == [r["result"] for r in served]
     assert "corrupt detection store entry" not in caplog.text
 
