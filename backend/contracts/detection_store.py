@@ -109,8 +109,8 @@ class DetectionStore:
         return path
 
     def count(self, detector: str) -> int:
-        """How many images are stored for ``detector``."""
-        return sum(1 for _ in (self.root / detector).glob("??/*.json"))
+        """How many images are stored for ``detector`` (a writer's ``.tmp-*.json`` is not an entry)."""
+        return sum(1 for path in (self.root / detector).glob("??/*.json") if not path.name.startswith("."))
 
 
 def _dump(entry: StoredImage) -> dict[str, Any]:

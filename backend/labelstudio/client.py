@@ -11,7 +11,9 @@ task value                                  fetched from
 ``s3://``, ``gs://``, ``azure-blob://``     ``{LS}/tasks/{task_id}/presign/?fileuri=<base64url>``
 ``http(s)://`` on LS's host and port        that URL (with auth)
 ``http(s)://`` elsewhere                    only if the host is in ``ALLOWED_IMAGE_HOSTS`` and does
-                                            not resolve to a private or loopback address (without auth)
+                                            not resolve to a private or loopback address (without auth),
+                                            connecting to the address that was checked
+                                            (``backend.labelstudio.checked_connect``: no DNS rebinding)
 ``file://``                                 only with ``ALLOW_PRIVATE_IMAGE_URLS=true``
 ==========================================  ====================================================
 
@@ -28,7 +30,6 @@ import binascii
 import ipaddress
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -40,6 +41,7 @@ import httpx
 
 from backend.config import Settings
 from backend.errors import ImageAccessError, LabelStudioError
+from backend.labelstudio.checked_connect import CheckedAddressTransport, non_public, resolve
 from backend.labelstudio.image_cache import ImageCache
 
 logger = logging.getLogger(__name__)
@@ -67,7 +69,8 @@ class LabelStudioClient:
         url: Label Studio's base URL; defaults to ``LABEL_STUDIO_URL``.
         api_key: Legacy token or personal access token; defaults to ``LABEL_STUDIO_API_KEY``.
         fallback_token: Legacy token used as ``Token`` when there is no API key (/setup's ``access_token``).
-        transport: An httpx transport (tests pass ``httpx.MockTransport``).
+        transport: An httpx transport (tests pass ``httpx.MockTransport``), used for external image hosts too;
+            by default those go through :class:`CheckedAddressTransport` (connect to the checked address).
         cache: Where downloaded images are kept; defaults to ``DATA_DIR/cache/images``. Pass
             ``use_cache=False`` to download every time.
         use_cache: Whether :meth:`fetch_image` reads and fills the cache.
@@ -92,6 +95,16 @@ class LabelStudioClient:
         default_cache = ImageCache(settings.cache_dir / "images", settings.image_cache_max_bytes)
         self._cache = (cache or default_cache) if use_cache else None
         self._http = httpx.Client(transport=transport, follow_redirects=False, trust_env=False)
+        # hosts outside Label Studio: every connection is made to an address checked by the URL policy
+        self._external = (
+            self._http
+            if transport is not None
+            else httpx.Client(
+                transport=CheckedAddressTransport(allow_private=settings.allow_private_image_urls),
+                follow_redirects=False,
+                trust_env=False,
+            )
+        )
         self._lock = threading.Lock()
         self._access_token: str | None = None
         self._access_expires_at = 0.0
@@ -100,6 +113,7 @@ class LabelStudioClient:
 
     def close(self) -> None:
         self._http.close()
+        self._external.close()
 
     def __enter__(self) -> LabelStudioClient:
         return self
@@ -240,11 +254,15 @@ class LabelStudioClient:
         return self._get(self._ls_url(_normalize_relative(ref), ImageAccessError), with_auth=True)
 
     def _get(self, url: str, *, with_auth: bool) -> bytes:
-        """GET with manual redirects: auth only towards LS; hops not decided by LS are re-checked."""
+        """GET with manual redirects: auth only towards LS; hops not decided by LS are re-checked.
+
+        A chain that did not start at Label Studio goes through the checked-address transport, every hop.
+        """
         trusted = with_auth
+        http = self._http if trusted else self._external
         deadline = time.monotonic() + self.settings.image_timeout_s
         for _ in range(MAX_REDIRECTS + 1):
-            response_or_location = self._get_once(url, with_auth=with_auth, deadline=deadline)
+            response_or_location = self._get_once(http, url, with_auth=with_auth, deadline=deadline)
             if isinstance(response_or_location, bytes):
                 return response_or_location
             url = urljoin(url, response_or_location)
@@ -253,14 +271,14 @@ class LabelStudioClient:
                 self._check_external(url)
         raise ImageAccessError(f"too many redirects fetching {_display(url)}")
 
-    def _get_once(self, url: str, *, with_auth: bool, deadline: float) -> bytes | str:
+    def _get_once(self, http: httpx.Client, url: str, *, with_auth: bool, deadline: float) -> bytes | str:
         """One request: the body, or the ``Location`` of a redirect."""
         limit = self.settings.image_timeout_s
         timeout = httpx.Timeout(limit, connect=min(CONNECT_TIMEOUT_S, limit))
         for attempt in range(2):
             headers = self._auth_headers(ImageAccessError) if with_auth else {}
             try:
-                with self._http.stream("GET", url, headers=headers, timeout=timeout) as response:
+                with http.stream("GET", url, headers=headers, timeout=timeout) as response:
                     if response.status_code == 401 and with_auth and attempt == 0 and self._uses_bearer():
                         self._forget_access_token()
                         continue
@@ -427,16 +445,16 @@ def _netloc(parts: SplitResult) -> str:
 
 
 def _resolves_to_private(host: str) -> bool:
-    """True if ``host`` is, or resolves to, any non-public address (loopback, private, link-local...)."""
+    """True if ``host`` is, or resolves to, any non-public address (loopback, private, link-local...).
+
+    An early check for a clear refusal; the connect itself is checked again, on the address it uses
+    (``checked_connect``), so an answer that changes in between cannot reach a private address.
+    """
     try:
         return not ipaddress.ip_address(host).is_global
     except ValueError:
         pass
-    try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise ImageAccessError(f"cannot resolve image host {host}: {exc}") from exc
-    return any(not ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]).is_global for info in infos)
+    return bool(non_public(resolve(host)))
 
 
 def _jwt_claims(token: str) -> dict | None:

@@ -97,7 +97,7 @@ def _crash(*args, **kwargs):
     ("target", "name"),
     [
         pytest.param(bundle_module.os, "rename", id="before-rename"),
-        pytest.param(publish_module, "save_file", id="writing-weights"),
+        pytest.param(publish_module, "save", id="writing-weights"),
         pytest.param(publish_module, "write_manifest", id="writing-manifest"),
         pytest.param(publish_module.shutil, "copytree", id="copying-tensorboard"),
     ],
