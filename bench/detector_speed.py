@@ -26,11 +26,9 @@ from PIL import Image
 from backend.config import Settings
 from backend.vision.categories import ANIMAL_CATEGORY
 from backend.vision.detector import Detector
-from tests.conftest import DEFAULT_IMAGES, REPO_ROOT
-from tests.model_factory import MDV5A_ARCH, make_yolov5_checkpoint
+from bench.predict_throughput import DEFAULT_MODEL, ensure_model
+from tests.conftest import DEFAULT_IMAGES
 
-#: Where the generated MDv5a-architecture checkpoint is kept between runs (shared with predict_throughput).
-DEFAULT_MODEL = REPO_ROOT / ".cache" / "bench-models" / "md_v5a_arch_random.pt"
 #: The thresholds the photo counts are reported at.
 COUNT_THRESHOLDS = (0.2, 0.1)
 
@@ -71,9 +69,7 @@ def photos_with_animal_box(detector: Detector, image_dir: Path) -> tuple[int, di
 
 def main(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    if not args.model.is_file():
-        print(f"building the MDv5a-size random-weight model into {args.model} ...")  # noqa: T201
-        make_yolov5_checkpoint(args.model, MDV5A_ARCH["cfg"], MDV5A_ARCH["image_size"])
+    ensure_model(args.model)
     common = {"detector_device": args.device, "detector_batch_size": 1}
     mdlite = Detector.load(Settings(detector_model="mdlite", **common))
     md_v5a = Detector.load(Settings(detector_model=str(args.model), **common))
