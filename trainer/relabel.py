@@ -24,7 +24,7 @@ from backend.config import Settings
 from backend.labelstudio.client import LabelStudioClient
 from backend.labelstudio.predictions import IMAGE_CHOICE_ID
 from trainer.errors import TrainerError
-from trainer.prelabel import CHUNK, label_run
+from trainer.prelabel import CHUNK, has_version, label_run
 from trainer.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -113,14 +113,15 @@ def relabel(project: str, *, settings: Settings, connection: redis.Redis | None,
     """Re-classify and push one prediction of the served version per unannotated task.
 
     Returns:
-        Counts: ``tasks``, ``annotated``, ``pushed``, ``empty`` (nothing to push), ``failed`` (image
+        Counts: ``tasks``, ``annotated``, ``skipped`` (already holds a prediction of the version: never two for
+        one version), ``pushed``, ``empty`` (nothing to push), ``failed`` (image
         unreadable), ``detected`` (store misses the detector ran on), ``crops``, and ``model_version``.
 
     Raises:
         RelabelError: Label Studio created fewer (or more) predictions than it was sent.
     """
     observed = _Observed()
-    counts: dict[str, Any] = {"tasks": 0, "annotated": 0, "pushed": 0, "empty": 0, "failed": 0}
+    counts: dict[str, Any] = {"tasks": 0, "annotated": 0, "skipped": 0, "pushed": 0, "empty": 0, "failed": 0}
     with label_run(project, settings=settings, connection=connection, observer=observed) as run:
         counts["model_version"] = run.version
         progress.update(stage="relabelling", detail=f"reading the tasks of project {project}")
@@ -129,6 +130,8 @@ def relabel(project: str, *, settings: Settings, connection: redis.Redis | None,
             counts["tasks"] += 1
             if is_annotated(task):
                 counts["annotated"] += 1
+            elif has_version(task, run.version):
+                counts["skipped"] += 1  # Label Studio already asked /predict for it (Retrieve Predictions)
             else:
                 todo.append({"id": task["id"], "data": task.get("data") or {}})
         ready: list[dict[str, Any]] = []

@@ -8,8 +8,9 @@
    none) with its species. The PAT stack runs MegadetectorLite's real weights, so those are real detections
    and the training crops hold the animals; the legacy stack keeps the random-weight MDv5-shaped checkpoint.
 4. Start Training (``POST /api/ml/{id}/train``) -> the job runs on the RQ worker -> the bundle is
-   promoted -> /setup reports the new version -> retrieving predictions again gives the unannotated
-   tasks species choices from the new model, stored under the new version.
+   promoted -> /setup reports the new version -> the re-label job pushes the unannotated tasks' predictions
+   of the new version (species from the new model); retrieving predictions then asks /predict only for the
+   annotated tasks: every task ends with exactly one prediction of the new version.
 6. Auto-training on for the project (``train_every_n_annotations`` in the model's extra params):
    N-1 annotations start nothing, the N-th starts a job with no button press.
 5. Roll back through our API (``POST /models/{version}/promote``) -> LS sees the old version again.
@@ -32,7 +33,7 @@ import httpx
 import pytest
 
 from backend.contracts.bundle import BLANK_LABEL
-from backend.contracts.keys import RedisKeys, training_job_id
+from backend.contracts.keys import RedisKeys, relabel_job_id, training_job_id
 from tests.e2e import flows
 from tests.e2e.conftest import Stack
 from tests.processes import wait_until
@@ -157,10 +158,17 @@ def step4_train_and_repredict(
     new_version = listing["model_version"]
     assert new_version != previous_version, f"step 4: the version did not change ({new_version})"
     flows.wait_for_version(stack, backend, project, new_version)
+    # The promotion re-labels the unannotated tasks (relabel-<project>, pushed through LS's API); once it is
+    # done, Retrieve Predictions asks /predict only for the tasks without the new version: the annotated ones.
+    relabel = flows.wait_for_job(stack, backend, relabel_job_id(str(project.id)))
+    assert relabel["status"] == "finished", f"step 4: the re-label job ended {relabel['status']}: {relabel}"
 
     answer = api.retrieve_predictions(project.id)
     assert answer.get("processed_items") == len(project.photos), f"step 4: the action answered {answer}"
     predictions = flows.predictions_by_task(api, project.id)
+    for task_id in sorted(annotated):
+        versions = [p["model_version"] for p in predictions.get(task_id, [])]
+        assert versions.count(new_version) == 1, f"step 4: annotated task {task_id} from /predict: {versions}"
     species_seen = 0
     for task_id in sorted(set(project.photos) - annotated):
         current_predictions = [p for p in predictions.get(task_id, []) if p["model_version"] == new_version]
