@@ -5,8 +5,9 @@
    (``PRELABEL_CHUNK_SIZE=4`` in the stack: 21 photos -> 6 jobs on queue ``prelabel``).
 2. The chunks run on two ``camtrap worker`` processes (the stack's and one started here): both took
    chunks (``Job.worker_name``), every task holds exactly one prediction of the detector-only version,
-   and each photo went through the detector at most once (``camtrap_detector_images_total`` grew by the
-   photos the detection store did not hold yet).
+   each photo went through the detector at most once (``camtrap_detector_images_total`` grew by the
+   photos the detection store did not hold yet), and Label Studio called no ``/predict`` (reading a task by
+   id makes it do so: the jobs read the task list).
 3. A subset is annotated (``flows.annotate_species``), *Start Training* -> the job promotes a classifier.
 4. The promotion enqueues ``relabel-<project>``; ``GET /jobs/relabel-<project>`` reports it finished,
    having pushed one prediction per unannotated task with the detector not run. Read back through Label
@@ -88,6 +89,7 @@ def test_import_prelabels_on_two_workers_and_promotion_relabels_without_predict_
         detector_only = project.ml_backend["model_version"]
         unstored = sum(1 for p in photos if not _stored(store, p.path))
         detector_before_import = flows.metric_value(backend, DETECTOR)
+        predict_before_import = flows.metric_value(backend, PREDICT_REQUESTS, route="predict")
         flows.import_photos(api, project, photos)
 
         # 2. Six chunks, both workers, one detector-only prediction per task, each photo detected once.
@@ -108,6 +110,8 @@ def test_import_prelabels_on_two_workers_and_promotion_relabels_without_predict_
         assert all(_stored(store, p.path) for p in photos), "every photo's detections are in the store"
         detected = flows.metric_value(backend, DETECTOR) - detector_before_import
         assert detected == unstored, f"the detector ran on {detected} images, {unstored} were not stored yet"
+        predicted = flows.metric_value(backend, PREDICT_REQUESTS, route="predict") - predict_before_import
+        assert predicted == 0, f"Label Studio called /predict {predicted} times during the import's pre-annotation"
 
         # 3. Annotate, train, promote.
         annotated = flows.annotate_species(stack, project, ANNOTATED_SPECIES)
