@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     """Port of the service (the ML backend URL you give Label Studio)."""
     workers: int = 1
     """uvicorn worker processes; each loads its own detector."""
+    torch_threads: int = Field(0, ge=0)
+    """Intra-op torch threads in each backend process (0 = CPU cores / WORKERS, at least 1): more threads than
+    cores across processes made a one-crop classification 10x slower on a busy 2-core machine."""
     worker_healthcheck_timeout_s: int = 120
     """Seconds a uvicorn worker may not answer its supervisor's ping (importing torch and loading the detector
     on a busy CPU can take longer than uvicorn's own 5 s) before it is killed and replaced."""

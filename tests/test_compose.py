@@ -2,8 +2,8 @@
 
 - The file parses, has the four services, and wires them by env: the backend and worker read only
   variables our settings know, Label Studio gets the SSRF variables and the bootstrap API key.
-- The commands are the ones the end-to-end suite runs (``camtrap serve``, ``rq worker training
-  prelabel --url ...``), with the Label Studio variables the e2e fixtures give their LS.
+- The commands are the ones the end-to-end suite runs (``camtrap serve``, ``camtrap worker training
+  prelabel``), with the Label Studio variables the e2e fixtures give their LS.
 - Redis persists (append-only), the worker reserves a GPU (and docker/compose.cpu.yml drops it),
   backend and worker share the model volume.
 - ``docker compose config`` (or the older ``docker-compose config``) accepts the file, when one of
@@ -153,8 +153,8 @@ def test_commands_are_the_ones_the_e2e_suite_runs(compose: dict[str, Any]) -> No
         assert services["backend"]["command"] == ["camtrap", *backend[1:]]
     else:  # the CLI has not landed: the e2e suite runs uvicorn on the same factory
         assert services["backend"]["command"][0] == "camtrap"
-    worker = worker_argv("redis://redis:6379/0", "name")
-    expected = ["rq", *worker[1 : worker.index("--name")]]
+    worker = worker_argv("name")
+    expected = ["camtrap", *worker[1 : worker.index("--name")]]
     assert services["worker"]["command"] == expected, f"compose: {services['worker']['command']}, e2e: {expected}"
     assert services["worker"]["working_dir"] == "/app", "RQ imports jobs by dotted name from the code root"
     # The e2e services get the same variables (plus their tiny-training knobs).

@@ -2,13 +2,15 @@
 
 Label Studio gives ``/predict`` 100 s; a large import predicted on demand would hit that limit. On
 ``TASKS_CREATED`` (or ``camtrap prelabel --project N``) the backend splits the task ids into chunks of
-``PRELABEL_CHUNK_SIZE`` and enqueues one job per chunk on queue ``prelabel`` (``backend.service.jobs``),
-so every worker on every machine shares an import. A job reads each of its tasks from Label Studio,
-skips one that already has a prediction of the current ``model_version`` (a retried chunk, a task
-imported twice: never posted twice for one version), predicts the rest with the same detector,
-detection store, served classifier, thresholds and label mapping the service uses, and posts each
-prediction as soon as it is made (``POST /api/predictions/``), so a worker killed mid-chunk loses at
-most the task in hand and its retry posts only what is missing.
+``PRELABEL_CHUNK_SIZE`` and enqueues one job per chunk on queue ``prelabel`` (``backend.service.jobs``), so
+every worker on every machine shares an import. A job reads its tasks from Label Studio through the task
+*list* (``LabelStudioClient.get_tasks``, 16 ids a call: ``GET /api/tasks/<id>`` would make Label Studio 1.23
+call the backend's ``/predict`` for a task without predictions before answering, so the detector would run in
+the backend, not on the workers), skips one that already has a prediction of the current ``model_version`` (a
+retried chunk, a task imported twice: never posted twice for one version), predicts the rest with the same
+detector, detection store, served classifier, thresholds and label mapping the service uses, and posts each
+prediction as soon as it is made (``POST /api/predictions/``), so a worker killed mid-chunk loses at most the
+task in hand and its retry posts only what is missing.
 """
 
 from __future__ import annotations
@@ -131,14 +133,18 @@ def prelabel(
         progress.update(done=0, total=len(task_ids))
         for start in range(0, len(task_ids), CHUNK):
             todo = []
-            for task_id in task_ids[start : start + CHUNK]:
-                try:
-                    task = run.client.get_task(int(task_id))
-                except BackendError as exc:
-                    logger.warning("project %s, task %s: cannot be read: %s", project, task_id, exc)
+            ids = [int(t) for t in task_ids[start : start + CHUNK]]
+            try:
+                found = {int(t["id"]): t for t in run.client.get_tasks(project, ids)}
+            except BackendError as exc:
+                logger.warning("project %s, tasks %s..%s: cannot be read: %s", project, ids[0], ids[-1], exc)
+                found = {}
+            for task_id in ids:
+                task = found.get(task_id)
+                if task is None:
+                    logger.warning("project %s, task %s: not read from Label Studio", project, task_id)
                     counts["failed"] += 1
-                    continue
-                if has_version(task, run.version):
+                elif has_version(task, run.version):
                     counts["skipped"] += 1
                 else:
                     todo.append(task)

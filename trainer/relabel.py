@@ -14,15 +14,17 @@ differs from what was sent fails the job, naming the chunk.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from backend.config import Settings
+from backend.labelstudio.client import LabelStudioClient
 from backend.labelstudio.predictions import IMAGE_CHOICE_ID
 from trainer.errors import TrainerError
-from trainer.prelabel import CHUNK, label_run
+from trainer.prelabel import CHUNK, has_version, label_run
 from trainer.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -76,18 +78,50 @@ def species_confidence(prediction: dict[str, Any]) -> float:
     return float(prediction.get("score") or 0.0)
 
 
+def push(
+    client: LabelStudioClient,
+    project: str,
+    predictions: Sequence[dict[str, Any]],
+    *,
+    chunk: int = PUSH_CHUNK,
+    on_chunk: Callable[[int], None] | None = None,
+) -> int:
+    """Import ``predictions`` in order, ``chunk`` at a time, through the bulk endpoint; returns how many.
+
+    One client (one connection, one access token) for every chunk and no read between them: the push
+    costs what Label Studio's own bulk import costs (``bench.relabel_push`` compares the two).
+
+    Raises:
+        RelabelError: Label Studio created fewer (or more) predictions than a chunk held.
+    """
+    done = 0
+    for start in range(0, len(predictions), chunk):
+        part = predictions[start : start + chunk]
+        created = client.import_predictions(project, part)
+        if created != len(part):
+            raise RelabelError(
+                f"project {project}: Label Studio created {created} of the {len(part)} predictions of tasks "
+                f"{part[0]['task']}..{part[-1]['task']} (see its log: they do not fit the label config)"
+            )
+        done += created
+        if on_chunk is not None:
+            on_chunk(done)
+    return done
+
+
 def relabel(project: str, *, settings: Settings, connection: redis.Redis | None, progress: Progress) -> dict[str, Any]:
     """Re-classify and push one prediction of the served version per unannotated task.
 
     Returns:
-        Counts: ``tasks``, ``annotated``, ``pushed``, ``empty`` (nothing to push), ``failed`` (image
+        Counts: ``tasks``, ``annotated``, ``skipped`` (already holds a prediction of the version: never two for
+        one version), ``pushed``, ``empty`` (nothing to push), ``failed`` (image
         unreadable), ``detected`` (store misses the detector ran on), ``crops``, and ``model_version``.
 
     Raises:
         RelabelError: Label Studio created fewer (or more) predictions than it was sent.
     """
     observed = _Observed()
-    counts: dict[str, Any] = {"tasks": 0, "annotated": 0, "pushed": 0, "empty": 0, "failed": 0}
+    counts: dict[str, Any] = {"tasks": 0, "annotated": 0, "skipped": 0, "pushed": 0, "empty": 0, "failed": 0}
     with label_run(project, settings=settings, connection=connection, observer=observed) as run:
         counts["model_version"] = run.version
         progress.update(stage="relabelling", detail=f"reading the tasks of project {project}")
@@ -96,6 +130,8 @@ def relabel(project: str, *, settings: Settings, connection: redis.Redis | None,
             counts["tasks"] += 1
             if is_annotated(task):
                 counts["annotated"] += 1
+            elif has_version(task, run.version):
+                counts["skipped"] += 1  # Label Studio already asked /predict for it (Retrieve Predictions)
             else:
                 todo.append({"id": task["id"], "data": task.get("data") or {}})
         ready: list[dict[str, Any]] = []
@@ -117,16 +153,12 @@ def relabel(project: str, *, settings: Settings, connection: redis.Redis | None,
             progress.update(done=min(start + CHUNK, len(todo)), total=len(todo), phase="classify")
         ready.sort(key=lambda p: p["score"])
         progress.update(done=0, total=len(ready), phase="push")
-        for start in range(0, len(ready), PUSH_CHUNK):
-            chunk = ready[start : start + PUSH_CHUNK]
-            created = run.client.import_predictions(project, chunk)
-            if created != len(chunk):
-                raise RelabelError(
-                    f"project {project}: Label Studio created {created} of the {len(chunk)} predictions of tasks "
-                    f"{chunk[0]['task']}..{chunk[-1]['task']} (see its log: they do not fit the label config)"
-                )
-            counts["pushed"] += created
-            progress.update(done=counts["pushed"], total=len(ready), phase="push")
+
+        def pushed(done: int) -> None:
+            counts["pushed"] = done
+            progress.update(done=done, total=len(ready), phase="push")
+
+        push(run.client, project, ready, on_chunk=pushed)
     counts["detected"] = observed.detector
     counts["crops"] = observed.crops
     logger.info("project %s: re-labelled %s", project, counts)

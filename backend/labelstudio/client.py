@@ -165,8 +165,27 @@ class LabelStudioClient:
             page += 1
 
     def get_task(self, task: int) -> dict:
-        """One task with its data, annotations and predictions (``GET /api/tasks/<id>``)."""
+        """One task with its data, annotations and predictions (``GET /api/tasks/<id>``).
+
+        Label Studio 1.23 answers this by first calling the project's ML backend (``/predict``) when the task
+        has no prediction yet (``show_collab_predictions``, on by default): a bulk job must use
+        :meth:`get_tasks` instead, or reading its tasks makes Label Studio predict them in the backend.
+        """
         return dict(self.get_json(f"/api/tasks/{task}/"))
+
+    def get_tasks(self, project: str | int, ids: Sequence[int], *, fields: str = "all") -> list[dict]:
+        """The tasks ``ids`` of ``project``, with annotations and predictions, in one list call.
+
+        ``GET /api/tasks/?project=&query={"selectedItems": {"all": false, "included": ids}}``: the task list
+        never calls the ML backend (only the deprecated ``evaluate_predictions_automatically`` makes it), unlike
+        ``GET /api/tasks/<id>``. Ids that are not in the project are simply missing from the answer.
+        """
+        if not ids:
+            return []
+        query = json.dumps({"selectedItems": {"all": False, "included": [int(i) for i in ids]}})
+        params = {"project": project, "page": 1, "page_size": len(ids), "fields": fields, "query": query}
+        body = self.get_json("/api/tasks/", params)
+        return list(body.get("tasks", []) if isinstance(body, dict) else body or [])
 
     def import_predictions(self, project: str | int, predictions: Sequence[dict]) -> int:
         """Post predictions in bulk (``POST /api/projects/<id>/import/predictions``); returns ``created``.

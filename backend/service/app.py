@@ -20,6 +20,7 @@ from backend.service.metrics import Metrics
 from backend.service.routes import detect, ls, models, training
 from backend.service.runtime import Runtime
 from backend.vision.detector import Detector
+from backend.vision.device import set_cpu_threads
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ def create_app(settings: Settings | None = None, *, detector: Detector | None = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        threads = set_cpu_threads(config.torch_threads, config.workers)
+        logger.info("torch uses %d intra-op thread(s) in this process", threads)
         loaded = detector if detector is not None else await run_in_threadpool(Detector.load, config)
         connection = connect(config.effective_redis_url, REQUEST)
         runtime = Runtime(config, loaded, metrics=Metrics(), redis_client=connection)

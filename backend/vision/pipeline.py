@@ -57,11 +57,14 @@ class ImageResult:
     boxes: list[Box] | None = None
     failure: str | None = None
     image: Image.Image | None = None
-    """The decoded pixels, only while its batch is being processed."""
+    """The decoded pixels, only while its batch is being processed (never decoded when the store answers and
+    no box needs cropping)."""
     key: str | None = None
     """The sha256 of the image's bytes (its detection store key), once fetched."""
     cached: bool = False
     """True when the boxes came from the detection store (the detector did not run on it)."""
+    stored: StoredImage | None = None
+    """The store's entry, looked up by the fetch thread (only while its batch is being processed)."""
 
 
 class PipelineObserver(Protocol):
@@ -141,7 +144,8 @@ class Pipeline:
             An :class:`ImageResult` per image, in order: ``boxes`` set, or ``failure`` saying why not.
         """
         results = [ImageResult(name) for name in names]
-        futures = [self._fetcher.submit(self._fetch_and_decode, source) for source in sources]
+        crops = classifier is not None
+        futures = [self._fetcher.submit(self._fetch_and_decode, source, thresholds, crops) for source in sources]
         batch = self.detector.batch_size
         for start in range(0, len(results), batch):
             chunk = list(zip(results[start : start + batch], futures[start : start + batch], strict=True))
@@ -149,22 +153,38 @@ class Pipeline:
             for result, future in chunk:
                 self._collect(result, future)
             self.observer.stage_seconds("fetch", time.perf_counter() - started)
-            decoded = [result for result, _ in chunk if result.image is not None]
-            self._detect(decoded, thresholds)
+            fetched = [result for result, _ in chunk if result.failure is None]
+            self._detect(fetched, thresholds)
             if classifier is not None:
-                self._classify([r for r in decoded if r.boxes], classifier, thresholds)
+                self._classify([r for r in fetched if r.boxes], classifier, thresholds)
             for result, _ in chunk:
                 result.image = None  # keep only the size: a batch's pixels are released as it completes
+                result.stored = None
         return results
 
-    def _fetch_and_decode(self, source: ImageSource) -> tuple[str, Image.Image]:
-        data = source()
-        return content_key(data), decode_image(data, max_pixels=self.max_pixels)
+    def _fetch_and_decode(self, source: ImageSource, thresholds: Thresholds, crops: bool) -> _Fetched:
+        """Bytes -> store key -> the store's entry; the pixels are decoded only when something needs them.
 
-    def _collect(self, result: ImageResult, future: Future[tuple[str, Image.Image]]) -> None:
+        A stored image whose size is known and that has no box to crop (no classifier, or no animal box at the
+        classify threshold) is answered without decoding: decoding a 2-megapixel JPEG costs ~20 ms, most of a
+        one-task ``/predict`` from the store.
+        """
+        data = source()
+        key = content_key(data)
+        entry = self._stored(key, thresholds.detection)
+        if entry is not None and entry.width and entry.height and not (crops and _to_crop(entry, thresholds)):
+            return _Fetched(key, None, entry, (entry.width, entry.height))
+        image = decode_image(data, max_pixels=self.max_pixels)
+        return _Fetched(key, image, entry, image.size)
+
+    def _stored(self, key: str, threshold: float) -> StoredImage | None:
+        return None if self.store is None else self.store.get(key, self.store_detector, threshold)
+
+    def _collect(self, result: ImageResult, future: Future[_Fetched]) -> None:
         try:
-            result.key, result.image = future.result()
-            result.size = result.image.size
+            fetched = future.result()
+            result.key, result.image = fetched.key, fetched.image
+            result.stored, result.size = fetched.entry, fetched.size
         except ImageError as exc:
             result.failure = str(exc)
             self.observer.image_failed("fetch")
@@ -174,7 +194,7 @@ class Pipeline:
             self.observer.image_failed("fetch")
 
     def _detect(self, results: list[ImageResult], thresholds: Thresholds) -> None:
-        results = [r for r in results if not self._from_store(r, thresholds.detection)]
+        results = [r for r in results if not self._from_store(r)]
         if not results:
             return
         started = time.perf_counter()
@@ -196,14 +216,12 @@ class Pipeline:
                 result.boxes = [Box(d) for d in output]
                 self._to_store(result, output, thresholds.detection)
 
-    def _from_store(self, result: ImageResult, threshold: float) -> bool:
-        """Fill ``result.boxes`` from the store; False on a miss (no store, no entry, corrupt entry)."""
-        if self.store is None or result.key is None:
+    def _from_store(self, result: ImageResult) -> bool:
+        """Fill ``result.boxes`` from the store entry its fetch found; False on a miss (no store, no entry,
+        corrupt entry, or one kept above the detection threshold)."""
+        if result.stored is None:
             return False
-        entry = self.store.get(result.key, self.store_detector, threshold)
-        if entry is None:
-            return False
-        result.boxes = [Box(d) for d in detections_of(entry)]
+        result.boxes = [Box(d) for d in detections_of(result.stored)]
         result.cached = True
         return True
 
@@ -220,7 +238,9 @@ class Pipeline:
         targets: list[tuple[ImageResult, int]] = []
         crops: list[Image.Image] = []
         for result in results:
-            assert result.boxes is not None and result.image is not None
+            assert result.boxes is not None
+            if result.image is None:  # answered from the store with nothing to crop (see _fetch_and_decode)
+                continue
             for index, box in enumerate(result.boxes):
                 if box.is_animal and box.detection.conf >= thresholds.classify:
                     crop = classifier.crop(result.image, box.detection.bbox)
@@ -244,6 +264,21 @@ class Pipeline:
         for (result, index), guess in zip(targets, guesses, strict=True):
             assert result.boxes is not None
             result.boxes[index] = Box(result.boxes[index].detection, guess)
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    """What a fetch thread hands back: the store key, the pixels (None: not needed), the store's entry, the size."""
+
+    key: str
+    image: Image.Image | None
+    entry: StoredImage | None
+    size: tuple[int, int]
+
+
+def _to_crop(entry: StoredImage, thresholds: Thresholds) -> bool:
+    """True when a stored image has an animal box the classifier would crop (the rule of ``_classify``)."""
+    return any(d.category == ANIMAL_CATEGORY and d.conf >= thresholds.classify for d in detections_of(entry))
 
 
 def detections_of(entry: StoredImage) -> list[Detection]:

@@ -4,9 +4,10 @@
 URLs) and checks credentials the way Label Studio 1.23 does: ``Token <legacy>`` while legacy tokens
 are on, ``Bearer <access>`` for an access token obtained at ``POST /api/token/refresh/`` from the
 PAT. It also holds tasks and predictions and answers the task and prediction APIs as Label Studio
-1.23 does: ``GET /api/tasks/?project=&page=&page_size=`` (``{"tasks", "total"}``, 404 past the last
-page), ``GET /api/tasks/<id>/`` (with its annotations and predictions), ``POST /api/predictions/`` and
-the bulk ``POST /api/projects/<id>/import/predictions``, which, like 1.23's legacy path, drops a
+1.23 does: ``GET /api/tasks/?project=&page=&page_size=&query=`` (``{"tasks", "total"}``, 404 past
+the last page, ``query``'s ``selectedItems`` picking tasks by id), ``GET /api/tasks/<id>/`` (with its
+annotations and predictions), ``POST /api/predictions/`` and the bulk
+``POST /api/projects/<id>/import/predictions``, which, like 1.23's legacy path, drops a
 prediction whose ``from_name`` is not in the label config and still answers ``201 {"created": n}``.
 ``tests/trainer/fake_label_studio.py`` extends it with a project's export and task import
 (:class:`~tests.trainer.fake_label_studio.FakeProject`), for the trainer's side.
@@ -158,11 +159,19 @@ class FakeLabelStudio:
 
         @app.get("/api/tasks/")
         @app.get("/api/tasks")
-        def list_tasks(request: Request, project: int, page: int = 1, page_size: int = 100) -> dict:
+        def list_tasks(
+            request: Request, project: int, page: int = 1, page_size: int = 100, query: str | None = None
+        ) -> dict:
             self.requests.append((str(request.url.path), request.headers.get("authorization")))
             self.check(request)
+            # The Data Manager's selection: {"selectedItems": {"all": false, "included": [ids]}} (or all but excluded).
+            selected = (json.loads(query) if query else {}).get("selectedItems") or {"all": True, "excluded": []}
             with self.lock:
                 views = [self.task_view(t) for t in self.tasks]
+            if selected.get("all", True):
+                views = [v for v in views if v["id"] not in set(selected.get("excluded") or [])]
+            else:
+                views = [v for v in views if v["id"] in set(selected.get("included") or [])]
             if page < 1 or (page > 1 and (page - 1) * page_size >= len(views)):
                 raise HTTPException(404, "Invalid page.")
             return {"tasks": views[(page - 1) * page_size : page * page_size], "total": len(views)}

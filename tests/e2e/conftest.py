@@ -8,8 +8,9 @@ own process group, see :mod:`tests.processes`), also when a test fails.
 - Redis is the suite's private ``redis-server`` (``redis_server`` in tests/conftest.py); each stack
   uses its own database number.
 - The backend runs as ``camtrap serve`` (uvicorn; 2 workers in the PAT stack), configured only through the
-  environment, exactly as docker-compose.yml configures it; the worker is the plain
-  ``rq worker training prelabel --url $REDIS_URL`` run from the repository root, also as in compose.
+  environment, exactly as docker-compose.yml configures it; the worker is ``camtrap worker training
+  prelabel`` run from the repository root, also as in compose, with the backend's ``DATA_DIR``: it
+  writes its Prometheus counters to ``DATA_DIR/metrics``, so the backend's ``/metrics`` sums them too.
 
 A *stack* is all of that for one authentication mode:
 
@@ -73,6 +74,8 @@ SERVICE_ENV = {
     "TRAIN_EVERY_N_ANNOTATIONS": "0",
     # Every classified animal box gets its species, however unsure the random-ish classifier is.
     "SPECIES_THRESHOLD": "0",
+    # Small pre-annotation chunks, so the 21 photos of an import become several jobs that workers share.
+    "PRELABEL_CHUNK_SIZE": "4",
     "DETECTOR_DEVICE": "cpu",
     "LOG_LEVEL": "INFO",
     "OMP_NUM_THREADS": "1",
@@ -152,17 +155,20 @@ class Stack:
 # --- Label Studio -------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def ls_install() -> LabelStudioInstall:
-    """Run scripts/install_label_studio.sh (a no-op when cached; minutes when cold) and read its paths."""
+def install_label_studio() -> LabelStudioInstall:
+    """Run scripts/install_label_studio.sh (a no-op when cached; minutes when cold) and read its paths.
+
+    Raises:
+        RuntimeError: the script failed, timed out or did not print its paths (the message says which).
+    """
     try:
         done = subprocess.run(
             ["bash", str(INSTALL_SCRIPT)], capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, check=False
         )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"{INSTALL_SCRIPT} did not finish in {INSTALL_TIMEOUT_S:.0f} s")
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"{INSTALL_SCRIPT} did not finish in {INSTALL_TIMEOUT_S:.0f} s") from exc
     if done.returncode != 0:
-        pytest.fail(f"{INSTALL_SCRIPT} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+        raise RuntimeError(f"{INSTALL_SCRIPT} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
     values = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
     try:
         return LabelStudioInstall(
@@ -172,7 +178,16 @@ def ls_install() -> LabelStudioInstall:
             version=values["LS_VERSION"],
         )
     except KeyError as exc:
-        pytest.fail(f"{INSTALL_SCRIPT} did not print {exc}: stdout was {done.stdout!r}")
+        raise RuntimeError(f"{INSTALL_SCRIPT} did not print {exc}: stdout was {done.stdout!r}") from exc
+
+
+@pytest.fixture(scope="session")
+def ls_install() -> LabelStudioInstall:
+    """The Label Studio install (``install_label_studio``), once per session; its failure fails the test."""
+    try:
+        return install_label_studio()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 def label_studio_env(
@@ -301,9 +316,14 @@ def backend_argv(port: int, workers: int = 2) -> list[str]:
     ]
 
 
-def worker_argv(redis_url: str, name: str) -> list[str]:
-    """The worker command of docker-compose.yml, plus a name to find it by."""
-    return [str(VENV_BIN / "rq"), "worker", "training", "prelabel", "--url", redis_url, "--name", name]
+def worker_argv(name: str) -> list[str]:
+    """The worker command of docker-compose.yml, plus a name to find it by.
+
+    ``camtrap worker`` rather than plain ``rq worker``: it turns on prometheus-client's multiprocess mode
+    (``DATA_DIR/metrics``), so the detector and classifier counters of its work horses reach the backend's
+    ``/metrics``. It reads ``REDIS_URL`` from the environment, as every other setting.
+    """
+    return [str(VENV_BIN / "camtrap"), "worker", "training", "prelabel", "--name", name]
 
 
 def stack_redis_url(server_url: str, db: int) -> str:
@@ -365,9 +385,7 @@ def open_stack(
         )
         backend_proc = ManagedProcess("backend", backend_argv(port, workers), env, REPO_ROOT, workdir / "backend.log")
         worker_name = f"e2e-{mode.value}-{uuid.uuid4().hex[:8]}"
-        worker_proc = ManagedProcess(
-            "worker", worker_argv(redis_url, worker_name), env, REPO_ROOT, workdir / "worker.log"
-        )
+        worker_proc = ManagedProcess("worker", worker_argv(worker_name), env, REPO_ROOT, workdir / "worker.log")
         # Both import torch for a while: start them together, then wait for each.
         for proc in (backend_proc, worker_proc):
             proc.start()

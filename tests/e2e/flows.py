@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+import redis
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
+from backend.contracts.keys import RedisKeys
+from tests.e2e.conftest import Stack
 from tests.e2e.lsapi import LabelStudioAPI
+from tests.processes import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LABEL_CONFIG = REPO_ROOT / "label_config.xml"
 #: Camera sites given to the photos (the trainer splits by the task's ``location`` field).
 SITES = ("site-north", "site-creek", "site-ridge")
 BOX_LABELS = {"animal", "person", "vehicle"}
+JOB_TIMEOUT_S = 600.0
+VERSION_SWAP_TIMEOUT_S = 30.0
+TERMINAL_JOB_STATES = {"finished", "failed", "stopped", "canceled"}
 
 
 @dataclass(frozen=True)
@@ -73,29 +83,41 @@ def label_config_with_species(species: list[str], box_labels: set[str] | None = 
     return ET.tostring(root, encoding="unicode")
 
 
-def create_project(
+def new_project(
     api: LabelStudioAPI, title: str, photos: list[Photo], box_labels: set[str] | None = None
 ) -> CamtrapProject:
-    """Create the project from label_config.xml (species = those of ``photos``), upload the photos and
-    give each task its camera ``location``."""
+    """Create an empty project from label_config.xml, its species those of ``photos`` (imported later)."""
     species = sorted({p.species for p in photos})
     project = api.create_project(title, label_config_with_species(species, box_labels))
-    imported = api.import_images(project["id"], [p.path for p in photos])
+    return CamtrapProject(id=project["id"], species=species)
+
+
+def import_photos(api: LabelStudioAPI, project: CamtrapProject, photos: list[Photo]) -> None:
+    """Upload the photos (one task each) and give each task its camera ``location``."""
+    imported = api.import_images(project.id, [p.path for p in photos])
     assert imported.get("task_count") == len(photos), f"import of {len(photos)} photos answered {imported}"
     by_name = {p.path.name: p for p in photos}
-    result = CamtrapProject(id=project["id"], species=species)
-    for task in api.tasks(project["id"]):
+    for task in api.tasks(project.id):
         image = task["data"]["image"]
         # Uploaded files are stored as /data/upload/<project>/<8 hex>-<original name>.
         name = image.rsplit("/", 1)[-1].split("-", 1)[-1]
         assert name in by_name, f"task {task['id']} shows {image}, which is none of the uploaded photos"
         photo = by_name.pop(name)
         api.update_task_data(task["id"], {**task["data"], "location": photo.location})
-        result.photos[task["id"]] = photo
+        project.photos[task["id"]] = photo
     assert not by_name, f"photos without a task after the import: {sorted(by_name)}"
-    for task in api.tasks(project["id"]):
-        assert task["data"].get("location") == result.photos[task["id"]].location, f"task {task['id']}: {task['data']}"
-    return result
+    for task in api.tasks(project.id):
+        assert task["data"].get("location") == project.photos[task["id"]].location, f"task {task['id']}: {task['data']}"
+
+
+def create_project(
+    api: LabelStudioAPI, title: str, photos: list[Photo], box_labels: set[str] | None = None
+) -> CamtrapProject:
+    """Create the project from label_config.xml (species = those of ``photos``), upload the photos and
+    give each task its camera ``location``."""
+    project = new_project(api, title, photos, box_labels)
+    import_photos(api, project, photos)
+    return project
 
 
 #: The box an annotator draws where the prediction has no animal box (percent of the image).
@@ -151,3 +173,120 @@ def check_boxes(prediction: dict[str, Any], where: str) -> None:
         assert value["x"] + value["width"] <= 100.001 and value["y"] + value["height"] <= 100.001, f"{where}: {region}"
         assert region["from_name"] == "box" and region["to_name"] == "image", f"{where}: {region}"
         assert region.get("id"), f"{where}: a box without an id cannot carry a species: {region}"
+
+
+# --- steps shared by the scenarios (tests/e2e/test_loop.py, test_detect_once.py) -------------------------
+
+
+def connect_backend(stack: Stack, project: CamtrapProject) -> CamtrapProject:
+    """Settings -> Model -> Connect Model with our backend, then the secret header on the webhook LS creates."""
+    api = stack.api
+    ml = api.connect_ml_backend(
+        project.id, stack.backend.url, "Camtrap MegaDetector", basic_auth=stack.backend.basic_auth
+    )
+    assert ml["state"] == "CO", f"connect: LS did not connect the backend: {ml}"
+    assert ml["model_version"].endswith("+none"), f"connect: an untrained project should serve +none: {ml}"
+    project.ml_backend = ml
+    # LS registered <backend>/webhook for every project event; it sends no credentials unless told to.
+    hook_url = f"{stack.backend.url}/webhook"
+    hooks = [h for h in api.webhooks(project.id) if h["url"].rstrip("/") == hook_url]
+    assert len(hooks) == 1, f"connect: expected LS to create the webhook {hook_url}, found {api.webhooks(project.id)}"
+    if stack.backend.webhook_secret:
+        updated = api.update_webhook(hooks[0], headers={"X-Webhook-Secret": stack.backend.webhook_secret})
+        assert updated["headers"] == {"X-Webhook-Secret": stack.backend.webhook_secret}, f"connect: {updated}"
+    return project
+
+
+def annotate_species(stack: Stack, project: CamtrapProject, count: int) -> set[int]:
+    """Annotate the photos of the first ``count`` species: one box with its species each, starting from the
+    task's prediction (its top animal box kept); each submit must reach the backend's webhook counter."""
+    api = stack.api
+    species = set(project.species[:count])
+    predictions = predictions_by_task(api, project.id)
+    annotated = set(project.task_ids(species))
+    for task_id in sorted(annotated):
+        photo = project.photos[task_id]
+        api.create_annotation(
+            task_id,
+            annotation_result(photo, f"box-{task_id}", predictions[task_id][0]),
+            parent_prediction=predictions[task_id][0]["id"],
+        )
+    tasks = {t["id"]: t for t in api.tasks(project.id)}
+    labeled = {t for t, task in tasks.items() if task["total_annotations"] > 0}
+    assert labeled == annotated, f"annotate: labeled tasks {sorted(labeled)}, expected {sorted(annotated)}"
+    # Each submit reached /webhook (through the secret header in PAT mode) and was counted.
+    key = RedisKeys().pending(str(project.id))
+    wait_until(
+        lambda: int(redis_of(stack).get(key) or 0) == len(annotated),
+        timeout=10,
+        processes=stack.processes,
+        what=f"the backend to count {len(annotated)} annotations from the webhook (deliveries lost?)",
+    )
+    return annotated
+
+
+def redis_of(stack: Stack) -> redis.Redis:
+    return redis.Redis.from_url(stack.redis_url)
+
+
+def metric_value(backend: httpx.Client, sample: str, **labels: str) -> float:
+    """The sum of the backend's ``/metrics`` samples named ``sample`` whose labels include ``labels`` (0 if none).
+
+    With ``camtrap serve`` and ``camtrap worker`` sharing ``DATA_DIR``, that is the sum over every uvicorn
+    worker and every RQ work horse (prometheus-client's multiprocess mode).
+    """
+    response = backend.get("/metrics")
+    assert response.status_code == 200, f"GET /metrics -> {response.status_code} {response.text[:500]}"
+    return sum(
+        value.value
+        for family in text_string_to_metric_families(response.text)
+        for value in family.samples
+        if value.name == sample and labels.items() <= value.labels.items()
+    )
+
+
+def job_info(backend: httpx.Client, job_id: str) -> dict[str, Any]:
+    response = backend.get(f"/jobs/{job_id}")
+    assert response.status_code == 200, f"GET /jobs/{job_id} -> {response.status_code} {response.text}"
+    return response.json()
+
+
+def wait_for_job(stack: Stack, backend: httpx.Client, job_id: str) -> dict[str, Any]:
+    """Poll ``GET /jobs/{id}`` until the job ends; fail with its last state and the worker's log."""
+    seen: list[str] = []
+
+    def ended() -> dict[str, Any] | None:
+        info = job_info(backend, job_id)
+        stage = f"{info['status']}:{info.get('stage')}"
+        if not seen or seen[-1] != stage:
+            seen.append(stage)
+        return info if info["status"] in TERMINAL_JOB_STATES else None
+
+    started = time.monotonic()
+    info = wait_until(ended, timeout=JOB_TIMEOUT_S, what=f"job {job_id}", processes=stack.processes, interval=1.0)
+    print(f"{job_id}: {' -> '.join(seen)} in {time.monotonic() - started:.0f} s")  # noqa: T201 - timing in -s runs
+    return info
+
+
+def models_of(backend: httpx.Client, project_id: int) -> dict[str, Any]:
+    response = backend.get("/models", params={"project": project_id})
+    assert response.status_code == 200, f"GET /models -> {response.status_code} {response.text}"
+    return response.json()["projects"][str(project_id)]
+
+
+def wait_for_version(stack: Stack, backend: httpx.Client, project: CamtrapProject, version: str) -> None:
+    """Every backend process reports ``version`` in /setup, and LS's model card shows it."""
+    setup = {"project": f"{project.id}.0", "schema": stack.api.project(project.id)["label_config"]}
+
+    def all_workers_agree() -> bool:
+        # Several requests spread over the uvicorn workers; all must answer the new version.
+        return all(backend.post("/setup", json=setup).json()["model_version"] == version for _ in range(8))
+
+    wait_until(
+        all_workers_agree,
+        timeout=VERSION_SWAP_TIMEOUT_S,
+        what=f"every backend worker to serve {version}",
+        processes=stack.processes,
+    )
+    seen = stack.api.ml_backend(project.ml_backend["id"])
+    assert seen["model_version"] == version, f"LS's model card shows {seen['model_version']}, expected {version}"

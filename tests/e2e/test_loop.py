@@ -8,8 +8,9 @@
    none) with its species. The PAT stack runs MegadetectorLite's real weights, so those are real detections
    and the training crops hold the animals; the legacy stack keeps the random-weight MDv5-shaped checkpoint.
 4. Start Training (``POST /api/ml/{id}/train``) -> the job runs on the RQ worker -> the bundle is
-   promoted -> /setup reports the new version -> retrieving predictions again gives the unannotated
-   tasks species choices from the new model, stored under the new version.
+   promoted -> /setup reports the new version -> the re-label job pushes the unannotated tasks' predictions
+   of the new version (species from the new model); retrieving predictions then asks /predict only for the
+   annotated tasks: every task ends with exactly one prediction of the new version.
 6. Auto-training on for the project (``train_every_n_annotations`` in the model's extra params):
    N-1 annotations start nothing, the N-th starts a job with no button press.
 5. Roll back through our API (``POST /models/{version}/promote``) -> LS sees the old version again.
@@ -25,16 +26,14 @@ secret) and a legacy token (``Token``, personal tokens off). Any failed step fai
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from backend.contracts.bundle import BLANK_LABEL
-from backend.contracts.keys import RedisKeys, training_job_id
+from backend.contracts.keys import RedisKeys, relabel_job_id, training_job_id
 from tests.e2e import flows
 from tests.e2e.conftest import Stack
 from tests.processes import wait_until
@@ -45,9 +44,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 ANNOTATED_SPECIES = 5
 #: Auto-training threshold set for the project in step 6.
 AUTO_TRAIN_N = 3
-JOB_TIMEOUT_S = 600.0
-VERSION_SWAP_TIMEOUT_S = 30.0
-TERMINAL_JOB_STATES = {"finished", "failed", "stopped", "canceled"}
 
 
 @pytest.fixture
@@ -81,22 +77,8 @@ def test_loop_with_legacy_token(legacy_stack: Stack, photos: list[flows.Photo]) 
 
 def step1_create_project_and_connect(stack: Stack, photos: list[flows.Photo], title: str) -> flows.CamtrapProject:
     """Project from label_config.xml, photos with locations, our backend connected (and its webhook secured)."""
-    api = stack.api
-    project = flows.create_project(api, title, photos)
-    ml = api.connect_ml_backend(
-        project.id, stack.backend.url, "Camtrap MegaDetector", basic_auth=stack.backend.basic_auth
-    )
-    assert ml["state"] == "CO", f"step 1: LS did not connect the backend: {ml}"
-    assert ml["model_version"].endswith("+none"), f"step 1: an untrained project should serve +none: {ml}"
-    project.ml_backend = ml
-    # LS registered <backend>/webhook for every project event; it sends no credentials unless told to.
-    hook_url = f"{stack.backend.url}/webhook"
-    hooks = [h for h in api.webhooks(project.id) if h["url"].rstrip("/") == hook_url]
-    assert len(hooks) == 1, f"step 1: expected LS to create the webhook {hook_url}, found {api.webhooks(project.id)}"
-    if stack.backend.webhook_secret:
-        updated = api.update_webhook(hooks[0], headers={"X-Webhook-Secret": stack.backend.webhook_secret})
-        assert updated["headers"] == {"X-Webhook-Secret": stack.backend.webhook_secret}, f"step 1: {updated}"
-    return project
+    project = flows.create_project(stack.api, title, photos)
+    return flows.connect_backend(stack, project)
 
 
 def step2_retrieve_predictions(stack: Stack, project: flows.CamtrapProject) -> str:
@@ -144,29 +126,7 @@ def check_real_boxes(stack: Stack, project: flows.CamtrapProject, version: str) 
 
 def step3_annotate(stack: Stack, project: flows.CamtrapProject) -> set[int]:
     """Annotate the photos of the first species: one box with its species each, starting from the prediction."""
-    api = stack.api
-    species = set(project.species[:ANNOTATED_SPECIES])
-    predictions = flows.predictions_by_task(api, project.id)
-    annotated = set(project.task_ids(species))
-    for task_id in sorted(annotated):
-        photo = project.photos[task_id]
-        api.create_annotation(
-            task_id,
-            flows.annotation_result(photo, f"box-{task_id}", predictions[task_id][0]),
-            parent_prediction=predictions[task_id][0]["id"],
-        )
-    tasks = {t["id"]: t for t in api.tasks(project.id)}
-    labeled = {t for t, task in tasks.items() if task["total_annotations"] > 0}
-    assert labeled == annotated, f"step 3: labeled tasks {sorted(labeled)}, expected {sorted(annotated)}"
-    # Each submit reached /webhook (through the secret header in PAT mode) and was counted.
-    key = RedisKeys().pending(str(project.id))
-    wait_until(
-        lambda: int(_redis(stack).get(key) or 0) == len(annotated),
-        timeout=10,
-        processes=stack.processes,
-        what=f"the backend to count {len(annotated)} annotations from the webhook (deliveries lost?)",
-    )
-    return annotated
+    return flows.annotate_species(stack, project, ANNOTATED_SPECIES)
 
 
 def step4_train_and_repredict(
@@ -179,11 +139,11 @@ def step4_train_and_repredict(
     api.start_training(ml_id)
     ml = api.ml_backend(ml_id)
     assert ml["state"] != "ER" and not ml.get("error_message"), f"step 4: LS could not start training: {ml}"
-    job = wait_for_job(stack, backend, job_id)
+    job = flows.wait_for_job(stack, backend, job_id)
     assert job["status"] == "finished", f"step 4: the training job ended {job['status']}: {job}"
     assert job["progress"].get("trigger") == "START_TRAINING", f"step 4: not the button's job: {job}"
 
-    listing = models_of(backend, project.id)
+    listing = flows.models_of(backend, project.id)
     current = listing["current"]
     assert current, f"step 4: nothing promoted after the first training (no served model to beat): {listing}"
     bundle = next(b for b in listing["bundles"] if b["version"] == current)
@@ -197,11 +157,18 @@ def step4_train_and_repredict(
     )
     new_version = listing["model_version"]
     assert new_version != previous_version, f"step 4: the version did not change ({new_version})"
-    wait_for_version(stack, backend, project, new_version)
+    flows.wait_for_version(stack, backend, project, new_version)
+    # The promotion re-labels the unannotated tasks (relabel-<project>, pushed through LS's API); once it is
+    # done, Retrieve Predictions asks /predict only for the tasks without the new version: the annotated ones.
+    relabel = flows.wait_for_job(stack, backend, relabel_job_id(str(project.id)))
+    assert relabel["status"] == "finished", f"step 4: the re-label job ended {relabel['status']}: {relabel}"
 
     answer = api.retrieve_predictions(project.id)
     assert answer.get("processed_items") == len(project.photos), f"step 4: the action answered {answer}"
     predictions = flows.predictions_by_task(api, project.id)
+    for task_id in sorted(annotated):
+        versions = [p["model_version"] for p in predictions.get(task_id, [])]
+        assert versions.count(new_version) == 1, f"step 4: annotated task {task_id} from /predict: {versions}"
     species_seen = 0
     for task_id in sorted(set(project.photos) - annotated):
         current_predictions = [p for p in predictions.get(task_id, []) if p["model_version"] == new_version]
@@ -237,7 +204,7 @@ def step6_auto_training(
     )
     assert ml["state"] == "CO", f"step 6: LS could not re-check the backend after the edit: {ml}"
     pending_key = RedisKeys().pending(str(project.id))
-    assert int(_redis(stack).get(pending_key) or 0) == 0, "step 6: Start Training should have reset the counter"
+    assert int(flows.redis_of(stack).get(pending_key) or 0) == 0, "step 6: Start Training should have reset the counter"
     remaining = sorted(set(project.photos) - annotated)[:AUTO_TRAIN_N]
     assert len(remaining) == AUTO_TRAIN_N, "step 6: not enough unannotated photos"
     predictions = flows.predictions_by_task(api, project.id)  # every version's boxes are the same detector's
@@ -246,20 +213,20 @@ def step6_auto_training(
         api.create_annotation(task_id, flows.annotation_result(project.photos[task_id], f"box-{task_id}", prediction))
         annotated.add(task_id)
         if i < AUTO_TRAIN_N:
-            job = job_info(backend, job_id)
+            job = flows.job_info(backend, job_id)
             assert job["enqueued_at"] == first_job["enqueued_at"], (
                 f"step 6: a job started after {i} of {AUTO_TRAIN_N} annotations: {job}"
             )
     wait_until(
-        lambda: job_info(backend, job_id)["enqueued_at"] != first_job["enqueued_at"],
+        lambda: flows.job_info(backend, job_id)["enqueued_at"] != first_job["enqueued_at"],
         timeout=30,
         what=f"the {AUTO_TRAIN_N}th annotation to enqueue a training job",
         processes=stack.processes,
     )
-    job = wait_for_job(stack, backend, job_id)
+    job = flows.wait_for_job(stack, backend, job_id)
     assert job["status"] == "finished", f"step 6: the auto-training job ended {job['status']}: {job}"
     assert str(job["progress"].get("trigger")).startswith("auto"), f"step 6: not an automatic trigger: {job}"
-    listing = models_of(backend, project.id)
+    listing = flows.models_of(backend, project.id)
     newer = [b["version"] for b in listing["bundles"] if b["version"] != first["bundle"]]
     assert len(newer) == 1, f"step 6: expected one more bundle after auto-training: {listing}"
     return {"job": job, "bundle": newer[0], "listing": listing}
@@ -268,11 +235,11 @@ def step6_auto_training(
 def step5_rollback(stack: Stack, backend: httpx.Client, project: flows.CamtrapProject, old: str, new: str) -> None:
     """Serve the newer bundle, then roll back to the older one through our API: LS follows both times."""
     assert old != new, f"step 5: two distinct bundles expected, got {old} twice"
-    if models_of(backend, project.id)["current"] != new:
+    if flows.models_of(backend, project.id)["current"] != new:
         # The gate kept the first bundle (the second was not strictly better): roll forward by hand first.
         promote(stack, backend, project, new)
     promote(stack, backend, project, old)
-    listing = models_of(backend, project.id)
+    listing = flows.models_of(backend, project.id)
     assert listing["current"] == old, f"step 5: {listing}"
     # LS 1.23.2 asks GET /versions without saying which project, so its list cannot name the bundles;
     # it must still answer (a 4xx/5xx there breaks the model card's version picker).
@@ -283,60 +250,7 @@ def step5_rollback(stack: Stack, backend: httpx.Client, project: flows.CamtrapPr
 # --- helpers -----------------------------------------------------------------------------------------
 
 
-def _redis(stack: Stack) -> redis.Redis:
-    return redis.Redis.from_url(stack.redis_url)
-
-
-def job_info(backend: httpx.Client, job_id: str) -> dict[str, Any]:
-    response = backend.get(f"/jobs/{job_id}")
-    assert response.status_code == 200, f"GET /jobs/{job_id} -> {response.status_code} {response.text}"
-    return response.json()
-
-
-def wait_for_job(stack: Stack, backend: httpx.Client, job_id: str) -> dict[str, Any]:
-    """Poll ``GET /jobs/{id}`` until the job ends; fail with its last state and the worker's log."""
-    seen: list[str] = []
-
-    def ended() -> dict[str, Any] | None:
-        info = job_info(backend, job_id)
-        stage = f"{info['status']}:{info.get('stage')}"
-        if not seen or seen[-1] != stage:
-            seen.append(stage)
-        return info if info["status"] in TERMINAL_JOB_STATES else None
-
-    started = time.monotonic()
-    info = wait_until(
-        ended, timeout=JOB_TIMEOUT_S, what=f"training job {job_id}", processes=stack.processes, interval=1.0
-    )
-    print(f"{job_id}: {' -> '.join(seen)} in {time.monotonic() - started:.0f} s")  # noqa: T201 - timing in -s runs
-    return info
-
-
-def models_of(backend: httpx.Client, project_id: int) -> dict[str, Any]:
-    response = backend.get("/models", params={"project": project_id})
-    assert response.status_code == 200, f"GET /models -> {response.status_code} {response.text}"
-    return response.json()["projects"][str(project_id)]
-
-
 def promote(stack: Stack, backend: httpx.Client, project: flows.CamtrapProject, version: str) -> None:
     response = backend.post(f"/models/{version}/promote", params={"project": project.id})
     assert response.status_code == 200, f"promote {version} -> {response.status_code} {response.text}"
-    wait_for_version(stack, backend, project, response.json()["model_version"])
-
-
-def wait_for_version(stack: Stack, backend: httpx.Client, project: flows.CamtrapProject, version: str) -> None:
-    """Every backend process reports ``version`` in /setup, and LS's model card shows it."""
-    setup = {"project": f"{project.id}.0", "schema": stack.api.project(project.id)["label_config"]}
-
-    def all_workers_agree() -> bool:
-        # Several requests spread over the uvicorn workers; all must answer the new version.
-        return all(backend.post("/setup", json=setup).json()["model_version"] == version for _ in range(8))
-
-    wait_until(
-        all_workers_agree,
-        timeout=VERSION_SWAP_TIMEOUT_S,
-        what=f"every backend worker to serve {version}",
-        processes=stack.processes,
-    )
-    seen = stack.api.ml_backend(project.ml_backend["id"])
-    assert seen["model_version"] == version, f"LS's model card shows {seen['model_version']}, expected {version}"
+    flows.wait_for_version(stack, backend, project, response.json()["model_version"])

@@ -150,6 +150,12 @@ def test_relabel_pushes_one_prediction_per_unannotated_task_from_the_store(
     assert scores == sorted(scores), "least-confident first"
     assert info["progress"]["phase"] == "push"
 
+    # A second run of the same version (a Retrieve Predictions, a retried job) pushes nothing twice.
+    [again] = _finished(redis_client, [enqueue_relabel(redis_client, settings, ENA24_PROJECT, trigger="again")])
+    assert again["status"] == "finished", again
+    assert (again["result"]["skipped"], again["result"]["pushed"]) == (len(pushed), 0), again["result"]
+    assert len(fake.predictions) == before + len(pushed)
+
 
 def test_relabel_fails_loudly_when_label_studio_drops_predictions(
     ena24_ls, rq_worker, redis_client, settings: Settings

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from backend.config import Settings
-from backend.contracts.detection_store import DetectionStore, content_key
+from backend.contracts.detection_store import DetectionStore, StoredImage, content_key
+from backend.vision import pipeline as pipeline_module
+from backend.vision.classifier import load_served
 from backend.vision.detector import Detector
 from backend.vision.pipeline import Pipeline, StoreLookup
 from backend.vision.thresholds import Thresholds
+from tests.backend.bundles import write_bundle
 from tests.backend.conftest import PHOTOS
 
 
@@ -102,3 +107,43 @@ def test_training_reads_the_store_of_the_configured_detector(tmp_path: Path, ena
     assert found is not None and [(d.category, d.bbox) for d in found] == [("1", (0.1, 0.2, 0.3, 0.4))]
     other_size = Settings(data_dir=tmp_path, detector_model="/models/md_v5a.0.0.pt", detector_image_size=640)
     assert settings_store_lookup(other_size)(photo) is None  # another inference size never answers
+
+
+def test_a_stored_image_is_decoded_only_when_a_box_must_be_cropped(
+    tmp_path: Path, detector: Detector, ena24_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-task /predict from the store costs the decode of the photo (~20 ms) only when the classifier needs it."""
+    decoded: list[int] = []
+    real_decode = pipeline_module.decode_image
+
+    def counted_decode(data: bytes, **options: int) -> object:
+        decoded.append(1)
+        return real_decode(data, **options)
+
+    monkeypatch.setattr(pipeline_module, "decode_image", counted_decode)
+    photo = (ena24_dir / PHOTOS[0]).read_bytes()
+    store = DetectionStore(tmp_path / "detections")
+    counting = Counting()
+    pipeline = Pipeline(detector, fetch_threads=1, max_pixels=10_000_000, observer=counting, store=store)
+    thresholds = Thresholds.from_settings(Settings())
+    write_bundle(tmp_path / "models", "1", "v1", favourite="animal", labels=["animal", "other"], serve=True)
+    classifier = load_served(tmp_path / "models", "1")
+    key = content_key(photo)
+    faint = {"category": "1", "conf": thresholds.classify / 2, "bbox": [0.1, 0.1, 0.3, 0.3]}
+    sure = {"category": "1", "conf": 0.9, "bbox": [0.2, 0.2, 0.4, 0.4]}
+    try:
+        store.put(key, pipeline.store_detector, StoredImage([faint], 0.01, 1920, 1080))
+        for with_classifier in (None, classifier):
+            (result,) = pipeline.run(["a"], [lambda: photo], with_classifier, thresholds)
+            assert result.cached and result.size == (1920, 1080) and result.boxes[0].species is None
+        assert decoded == [], "nothing to crop: the stored size and boxes answer without decoding"
+
+        store.put(key, pipeline.store_detector, StoredImage([sure], 0.01, 1920, 1080))
+        (result,) = pipeline.run(["a"], [lambda: photo], None, thresholds)
+        assert decoded == [] and result.boxes[0].species is None, "no classifier: still no decode"
+        (result,) = pipeline.run(["a"], [lambda: photo], classifier, thresholds)
+        assert decoded == [1], "an animal box at the classify threshold is cropped from the decoded photo"
+        assert result.cached and result.boxes[0].species is not None
+        assert counting.detected == 0
+    finally:
+        pipeline.close()
