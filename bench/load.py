@@ -36,6 +36,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,12 @@ SERVE_START_TIMEOUT_S = 180
 #: Seconds the training job may still need after the load ends before the run gives up on it.
 TRAIN_END_TIMEOUT_S = 180
 ENDED = ("finished", "failed", "stopped", "canceled")
+#: Seconds after the training job ends by which every backend worker has loaded the promoted classifier.
+SETTLE_S = 5.0
+#: Seconds between the points of the RSS series printed for the long-lived processes.
+SERIES_STEP_S = 10.0
+#: The locustfile's row for a webhook answered ``accepted`` (the 50 ms deadline passed; recorded after).
+ANSWERED_BEFORE_RECORDED = "/webhook answered before recorded"
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -74,6 +81,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--train-at", default=None, help="admin presses Start Training at (default: the warm-up end)")
     parser.add_argument("--detector", choices=("tiny", "mdlite"), default="tiny", help="detector (default: tiny)")
     parser.add_argument("--image-dir", type=Path, default=DEFAULT_IMAGES, help=f"photos (default: {DEFAULT_IMAGES})")
+    parser.add_argument(
+        "--skip-predict",
+        action="store_true",
+        help="profiling: annotators do not call /predict (what the detector's CPU share costs the other endpoints)",
+    )
     parser.add_argument("--keep", type=Path, default=None, help="keep logs and locust's CSVs in this folder")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of markdown")
     return parser
@@ -127,7 +139,7 @@ class RssSampler:
     def start(self) -> RssSampler:
         def loop() -> None:
             while not self._stop.wait(self.interval_s):
-                self.samples.append((time.monotonic(), self.snapshot()))
+                self.samples.append((time.time(), self.snapshot()))
 
         self._thread = threading.Thread(target=loop, daemon=True)
         self._thread.start()
@@ -139,8 +151,13 @@ class RssSampler:
             self._thread.join(5)
 
     def at(self, moment: float) -> dict[str, int]:
-        """The sample nearest to ``moment`` (monotonic)."""
+        """The sample nearest to ``moment`` (unix time)."""
         return min(self.samples, key=lambda s: abs(s[0] - moment))[1] if self.samples else {}
+
+    def series(self, label: str, since: float, until: float, step_s: float) -> list[float | None]:
+        """``label``'s RSS in MiB every ``step_s`` s from ``since`` to ``until``: a plateau or a leak."""
+        moments = [since + i * step_s for i in range(int((until - since) // step_s) + 1)]
+        return [_mib(self.at(m).get(label)) for m in moments]
 
     def peak(self, since: float) -> dict[str, int]:
         peaks: dict[str, int] = {}
@@ -240,6 +257,7 @@ def run_locust(
         "LOAD_LABEL_CONFIG": str(config),
         "LOAD_PHOTOS": ",".join(sorted(p.name for p in args.image_dir.glob("*.jpg"))),
         "LOAD_TRAIN_AT_S": str(train_at_s),
+        "LOAD_PREDICT": "0" if args.skip_predict else "1",
     }
     command = [
         str(VENV_BIN / "locust"),
@@ -297,19 +315,43 @@ def wait_for_training(url: str) -> dict[str, Any]:
     )
 
 
+def rss_moments(sampler: RssSampler, started: float, ended: float, warmup_s: float, job: dict[str, Any]) -> dict:
+    """RSS samples at the warm-up end, once the promoted model is loaded ("settled"), at the end, and peaks.
+
+    "settled" is :data:`SETTLE_S` after the training job ended (every worker has loaded the new
+    classifier by then), or the warm-up end if that is later; None when it falls after the load.
+    """
+    warm = started + warmup_s
+    settled = warm
+    if job.get("ended_at"):
+        settled = max(warm, datetime.fromisoformat(job["ended_at"]).timestamp() + SETTLE_S)
+    return {
+        "warm": sampler.at(warm),
+        "settled": sampler.at(settled) if settled < ended else None,
+        "end": sampler.at(ended),
+        "peak": sampler.peak(started),
+        "series": {
+            label: sampler.series(label, warm, ended, SERIES_STEP_S)
+            for label in sampler.at(ended)
+            if label.startswith("uvicorn worker ") or label == "rq worker"
+        },
+    }
+
+
 def summarize(
     stats: dict[str, dict[str, float]],
     failures: list[str],
-    rss_warm: dict[str, int],
-    rss_end: dict[str, int],
-    rss_peak: dict[str, int],
+    rss: dict[str, Any],
     job: dict[str, Any],
     args: argparse.Namespace,
     locust_status: int,
+    load_before: float,
 ) -> dict[str, Any]:
     total = stats.get("Aggregated", {"requests": 0, "failures": 0})
     webhook, health = stats.get("/webhook", {}), stats.get("/health", {})
-    labels = sorted(set(rss_warm) | set(rss_end) | set(rss_peak))
+    early = stats.get(ANSWERED_BEFORE_RECORDED, {"requests": 0})
+    warm, settled, end = rss["warm"] or {}, rss["settled"], rss["end"] or {}
+    labels = sorted({label for key in ("warm", "settled", "end", "peak") if (sample := rss[key]) for label in sample})
     return {
         "run": {
             "users": args.users,
@@ -319,21 +361,28 @@ def summarize(
             "warmup": args.warmup,
             "detector": args.detector,
             "locust_exit_status": locust_status,
+            "skip_predict": args.skip_predict,
+            "load_average_1min_before": load_before,
+            "cpus": os.cpu_count(),
         },
-        "endpoints": {name: s for name, s in stats.items() if name != "Aggregated"},
-        "requests": total["requests"],
+        "endpoints": {name: s for name, s in stats.items() if name not in ("Aggregated", ANSWERED_BEFORE_RECORDED)},
+        "requests": total["requests"] - early["requests"],
+        "webhooks_answered_before_recorded": early["requests"],
         "failures": total["failures"],
         "failure_messages": failures,
         "training": {k: job.get(k) for k in ("status", "stage", "error", "enqueued_at", "started_at", "ended_at")},
         "rss_mib": {
             label: {
-                "warm": _mib(rss_warm.get(label)),
-                "end": _mib(rss_end.get(label)),
-                "peak": _mib(rss_peak.get(label)),
-                "growth": _mib(rss_end[label] - rss_warm[label]) if label in rss_warm and label in rss_end else None,
+                "warm": _mib(warm.get(label)),
+                "settled": _mib(settled.get(label)) if settled is not None else None,
+                "end": _mib(end.get(label)),
+                "peak": _mib((rss["peak"] or {}).get(label)),
+                "growth_since_warm": _growth(warm, end, label),
+                "growth_since_settled": _growth(settled, end, label) if settled is not None else None,
             }
             for label in labels
         },
+        "rss_series_mib": {"step_s": SERIES_STEP_S, **rss["series"]},
         "verdicts": {
             f"webhook p99 < {WEBHOOK_P99_MS:.0f} ms": bool(webhook) and webhook["p99_ms"] < WEBHOOK_P99_MS,
             f"/health p99 < {HEALTH_P99_MS:.0f} ms": bool(health) and health["p99_ms"] < HEALTH_P99_MS,
@@ -341,6 +390,10 @@ def summarize(
             "training finished": job.get("status") == "finished",
         },
     }
+
+
+def _growth(before: dict[str, int], after: dict[str, int], label: str) -> float | None:
+    return _mib(after[label] - before[label]) if label in before and label in after else None
 
 
 def _mib(value: int | None) -> float | None:
@@ -356,8 +409,11 @@ def markdown(summary: dict[str, Any]) -> str:
     run = summary["run"]
     lines = [
         f"{run['users']} annotators + 1 admin, spawn rate {run['spawn_rate']}/s, {run['time']}, detector "
-        f"{run['detector']}, camtrap serve WORKERS=2, one RQ worker; warm-up {run['warmup']}",
-        f"requests {summary['requests']}, failures {summary['failures']}",
+        f"{run['detector']}, camtrap serve WORKERS=2, one RQ worker; warm-up {run['warmup']}"
+        f"{'; annotators skip /predict' if run['skip_predict'] else ''}; {run['cpus']} CPUs, load average "
+        f"{run['load_average_1min_before']:.2f} before the run",
+        f"requests {summary['requests']}, failures {summary['failures']}; webhooks answered at the 50 ms deadline "
+        f"before Redis had recorded them (recorded after): {summary['webhooks_answered_before_recorded']}",
         "",
         "| endpoint | requests | failures | p50 ms | p99 ms | max ms |",
         "|---|---|---|---|---|---|",
@@ -371,12 +427,21 @@ def markdown(summary: dict[str, Any]) -> str:
         f"training job: {job['status']} (enqueued {job['enqueued_at']}, started {job['started_at']}, "
         f"ended {job['ended_at']}){' error: ' + job['error'] if job['error'] else ''}",
         "",
-        "| process | RSS at warm-up end MiB | at end MiB | growth MiB | peak in the run MiB |",
-        "|---|---|---|---|---|",
+        "RSS MiB: at the warm-up end, once the promoted classifier is loaded (settled), at the end, peak",
+        "",
+        "| process | warm-up end | settled | end | end - warm-up | end - settled | peak |",
+        "|---|---|---|---|---|---|---|",
     ]
     for label, r in summary["rss_mib"].items():
-        cells = [_shown(r["warm"]), _shown(r["end"]), _shown(r["growth"], sign=True), _shown(r["peak"])]
+        cells = [_shown(r[k]) for k in ("warm", "settled", "end")]
+        cells += [_shown(r["growth_since_warm"], sign=True), _shown(r["growth_since_settled"], sign=True)]
+        cells.append(_shown(r["peak"]))
         lines.append(f"| {label} | {' | '.join(cells)} |")
+    series = summary["rss_series_mib"]
+    lines += ["", f"RSS MiB every {series['step_s']:.0f} s from the warm-up end:"]
+    lines += [
+        f"- {label}: {', '.join(_shown(v) for v in values)}" for label, values in series.items() if label != "step_s"
+    ]
     lines += ["", *(f"- {'PASS' if ok else 'MISS'}: {what}" for what, ok in summary["verdicts"].items())]
     lines += [f"- failure: {f}" for f in summary["failure_messages"]]
     return "\n".join(lines) + "\n"
@@ -395,26 +460,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with services(args, scratch) as (url, pids, fake):
             sampler = RssSampler(pids).start()
             try:
-                started = time.monotonic()
+                load_before = os.getloadavg()[0]
+                started = time.time()
                 logger.info("locust: %d annotators + 1 admin for %s", args.users, args.time)
                 prefix, status = run_locust(args, url, fake, scratch, train_at_s)
-                ended = time.monotonic()
+                ended = time.time()
                 logger.info("load done; waiting for the training job to end")
                 job = wait_for_training(url)
             finally:
                 sampler.stop()
             logger.info("stopping the services")
             stats, failures = read_stats(prefix), read_failures(prefix)
-            return summarize(
-                stats,
-                failures,
-                sampler.at(started + warmup_s),
-                sampler.at(ended),
-                sampler.peak(started),
-                job,
-                args,
-                status,
-            )
+            rss = rss_moments(sampler, started, ended, warmup_s, job)
+            return summarize(stats, failures, rss, job, args, status, load_before)
 
 
 def main(args: argparse.Namespace) -> int:
