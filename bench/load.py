@@ -14,10 +14,11 @@ it and runs the detector, as the first opening of a task does. Automatic trainin
 (``TRAIN_EVERY_N_ANNOTATIONS=0``): the one job is the admin's.
 
 Every second the RSS of each process is sampled (the uvicorn parent and its workers, the RQ worker
-and its work horses, redis); the summary gives each one's RSS when the warm-up ends and at the end.
-Latency percentiles are locust's own (its ``--csv`` stats, whole run). Usage::
+and its work horses, redis); the summary gives each one's RSS when the warm-up ends, once the
+promoted classifier is loaded, at the end, its peak, and every 10 s. Latency percentiles are
+locust's own (its ``--csv`` stats, whole run). Usage (the figures in docs/reliability.md)::
 
-    .venv/bin/python -m bench.load --users 10 --spawn-rate 5 --time 60s --warmup 10s
+    .venv/bin/python -m bench.load --users 10 --spawn-rate 5 --time 300s --warmup 30s
 """
 
 from __future__ import annotations
@@ -169,17 +170,18 @@ class RssSampler:
 
 
 def load_label_studio(image_dir: Path) -> FakeProject:
-    """The ENA24 project, plus never-seen photos: ``/data/upload/<p>/open-<n>/<name>`` is ``<name>`` + a trailer.
-
-    The trailer (after the JPEG end marker, ignored by decoders) changes the bytes' sha256, so the
-    backend's detection store misses and the detector runs, as on a task's first opening.
-    """
+    """The ENA24 project of the learning tests (its annotated tasks are what the training job exports)."""
     with open(image_dir / "labels.csv", newline="") as handle:
         labels = {row["filepath"]: row["label"] for row in csv.DictReader(handle)}
     return ena24_project(image_dir, labels, project=int(PROJECT))
 
 
 def load_app(fake: FakeProject) -> FastAPI:
+    """``fake``'s app plus never-seen photos: ``/data/upload/<p>/open-<n>/<name>`` is ``<name>`` + a trailer.
+
+    The trailer (after the JPEG end marker, ignored by decoders) changes the bytes' sha256, so the
+    backend's detection store misses and the detector runs, as on a task's first opening.
+    """
     app = fake.app()
 
     @app.get("/data/upload/{project}/{opened}/{name}")
