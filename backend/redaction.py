@@ -86,9 +86,40 @@ def install(*secrets: str | None) -> None:
             message = record.getMessage()
         except Exception:  # a bad format string: leave it for the handler to report
             return record
-        record.msg, record.args = redact(message), None
+        _redact_record(record, message)
         if record.exc_info and record.exc_info[1] is not None:
             record.exc_text = redact("".join(traceback.format_exception(*record.exc_info)).rstrip("\n"))
         return record
 
     logging.setLogRecordFactory(factory)
+
+
+def _redact_record(record: logging.LogRecord, message: str) -> None:
+    """Mask ``record``'s message, keeping its ``args`` tuple when masking each argument is enough.
+
+    Formatters may read the arguments themselves: uvicorn's access formatter unpacks its five, and
+    failed with a traceback on every request once they were replaced by None. They are flattened into
+    the message only when the masked arguments still leave a credential in it (one split over two).
+    """
+    if isinstance(record.args, tuple) and record.args:
+        msg = redact(record.msg) if isinstance(record.msg, str) else record.msg
+        args = tuple(_redact_arg(arg) for arg in record.args)
+        try:
+            masked = msg % args if isinstance(msg, str) else None
+        except (TypeError, ValueError):
+            masked = None
+        if masked is not None and redact(masked) == masked:
+            record.msg, record.args = msg, args
+            return
+    record.msg, record.args = redact(message), None
+
+
+def _redact_arg(value: object) -> object:
+    """A string argument masked; another kind kept as it is unless its text holds a credential."""
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    text = str(value)
+    masked = redact(text)
+    return value if masked == text else masked

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from uvicorn.logging import AccessFormatter
 
 from backend import redaction
 from backend.config import Settings
@@ -90,3 +91,18 @@ def test_redact_takes_linear_time_on_hostile_text(hostile: str) -> None:
     started = time.perf_counter()
     redaction.redact(hostile)
     assert time.perf_counter() - started < 0.5
+
+
+def test_uvicorn_access_lines_keep_their_arguments_and_lose_their_credentials() -> None:
+    # uvicorn's access formatter unpacks the record's five arguments: flattening them into the message
+    # made every access line of `camtrap serve` a logging traceback instead (found by bench/load.py)
+    redaction.install()
+    formatter = AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s', use_colors=False)
+    access = logging.getLogger("uvicorn.access")
+    args = ("127.0.0.1:5000", "GET", f"/jobs/train-3?token={JWT}", "1.1", 200)
+    record = access.makeRecord(access.name, logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d', args, None)
+    assert formatter.format(record) == '127.0.0.1:5000 - "GET /jobs/train-3?token=*** HTTP/1.1" 200 OK'
+    # a registered secret split over two arguments is only visible in the whole message: flattened
+    redaction.register("split-secret-value")
+    record = access.makeRecord(access.name, logging.INFO, __file__, 1, "%s%s", ("split-sec", "ret-value"), None)
+    assert (record.getMessage(), record.args) == ("***", None)
