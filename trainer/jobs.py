@@ -99,6 +99,9 @@ def _label_job(work: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     connection = job.connection if job is not None else connect(settings.effective_redis_url, TOOL)
     try:
         return work(settings=settings, connection=connection, progress=progress)
+    except TrainerError as exc:
+        progress.fail(str(exc))
+        raise
     except BaseException as exc:
         progress.fail(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         raise

@@ -20,6 +20,7 @@ from typing import Any
 import redis
 
 from backend.config import Settings
+from backend.errors import LabelStudioError
 from backend.labelstudio.predictions import IMAGE_CHOICE_ID
 from trainer.errors import TrainerError
 from trainer.prelabel import CHUNK, label_run
@@ -34,7 +35,7 @@ PAGE_SIZE = 100
 
 
 class RelabelError(TrainerError):
-    """Label Studio did not create every prediction it was sent."""
+    """Label Studio did not create every prediction it was sent, or refused the push (after its retries)."""
 
 
 @dataclass
@@ -84,7 +85,7 @@ def relabel(project: str, *, settings: Settings, connection: redis.Redis | None,
         unreadable), ``detected`` (store misses the detector ran on), ``crops``, and ``model_version``.
 
     Raises:
-        RelabelError: Label Studio created fewer (or more) predictions than it was sent.
+        RelabelError: Label Studio created fewer (or more) predictions than it was sent, or kept failing.
     """
     observed = _Observed()
     counts: dict[str, Any] = {"tasks": 0, "annotated": 0, "pushed": 0, "empty": 0, "failed": 0}
@@ -119,7 +120,13 @@ def relabel(project: str, *, settings: Settings, connection: redis.Redis | None,
         progress.update(done=0, total=len(ready), phase="push")
         for start in range(0, len(ready), PUSH_CHUNK):
             chunk = ready[start : start + PUSH_CHUNK]
-            created = run.client.import_predictions(project, chunk)
+            try:
+                created = run.client.import_predictions(project, chunk)
+            except LabelStudioError as exc:
+                raise RelabelError(
+                    f"Label Studio at {run.client.base_url} did not take the predictions of project {project}'s "
+                    f"tasks {chunk[0]['task']}..{chunk[-1]['task']} ({exc})"
+                ) from exc
             if created != len(chunk):
                 raise RelabelError(
                     f"project {project}: Label Studio created {created} of the {len(chunk)} predictions of tasks "
