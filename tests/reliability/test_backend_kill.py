@@ -147,20 +147,20 @@ def test_killed_predict_errors_the_other_process_serves_and_the_respawn_serves_t
     time.sleep(0.3)
     assert _served_by(service.log()[mark:], "/predict") <= {survivor} | (_workers(service) - workers)
 
-    respawned = wait_until(
-        lambda: (now := _workers(service)) and len(now) == 2 and victim not in now and now - workers,
-        timeout=60,
-        what="uvicorn to start a new worker process",
-    )
+    def respawned() -> set[int]:
+        now = _workers(service)
+        return now - workers if len(now) == 2 and victim not in now else set()
+
+    [new] = wait_until(respawned, timeout=60, what="uvicorn to start a new worker process")
     assert f"Child process [{victim}] died" in service.log()
-    [new] = respawned
     wait_until(
         lambda: service.log().count("Application startup complete") >= 3, timeout=120, what="the new process to start"
     )
 
     # Until the new process has answered both /setup and /predict: every answer is the version served before.
     mark = len(service.log())
-    setups, predicts = set(), set()
+    setups: set[str] = set()
+    predicts: set[str] = set()
 
     def new_process_answered() -> bool:
         setups.add(_setup_version(url, fake))
