@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     """Legacy token (sent as ``Token``) or personal access token (exchanged for a ``Bearer`` token)."""
     label_studio_timeout_s: float = Field(60.0, gt=0)
     """Read timeout of Label Studio API calls (token refresh, exports), in seconds."""
+    label_studio_retries: int = Field(3, ge=0)
+    """Retries of a Label Studio API call that failed with a 5xx, a timeout or a lost connection (GETs on any of
+    them; other calls on 502/503 or when nothing was sent; prediction pushes on any, after re-reading what
+    arrived); at most this plus one tries."""
+    label_studio_retry_backoff_s: float = Field(0.5, ge=0)
+    """Wait before the first retry of a Label Studio API call, doubled before each next one, in seconds."""
 
     # --- Service ----------------------------------------------------------------------------
     host: str = "127.0.0.1"

@@ -163,17 +163,20 @@ def _listening_inodes(port: int) -> set[str]:
 
 
 class RedisServer(ManagedProcess):
-    """A private ``redis-server`` on a free loopback port, nothing saved to disk; the one Redis starter.
+    """A private ``redis-server`` on a free loopback port; the one Redis starter.
 
     The session's Redis (``redis_server`` in tests/conftest.py) and the learning tests' own Redis, which
-    they stop, restart and freeze (SIGSTOP) to play an outage, are both this class.
+    they stop, restart and freeze (SIGSTOP) to play an outage, are both this class. Nothing is saved to
+    disk unless ``appendonly``: then the append-only file (fsync every second, Redis's default) lives in
+    ``workdir`` and a :meth:`start` after a :meth:`kill` reloads it on the same port, as a restarted
+    deployment does.
     """
 
-    def __init__(self, workdir: Path, binary: str = "redis-server") -> None:
+    def __init__(self, workdir: Path, binary: str = "redis-server", *, appendonly: bool = False) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        argv += ["--dir", str(workdir)]
+        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        argv += ["--appendonly", "yes" if appendonly else "no", "--dir", str(workdir)]
         super().__init__("redis-server", argv, dict(os.environ), workdir, workdir / "redis-server.log")
 
     def start(self) -> RedisServer:
@@ -193,6 +196,12 @@ class RedisServer(ManagedProcess):
         if self.alive():
             self.thaw()
         super().stop()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash (nothing flushed beyond what the append-only file already holds)."""
+        os.kill(self.pid, signal.SIGKILL)
+        if self._proc is not None:
+            self._proc.wait(10)
 
     def freeze(self) -> None:
         """SIGSTOP: connections are accepted by the kernel but nothing answers (a hung Redis)."""

@@ -50,7 +50,6 @@ MIN_FORMAT_VERSION = 1.3
 MAX_FORMAT_VERSION = 2.0
 #: run_detector_batch's default --threshold, assumed when the file holds no detection at all.
 DEFAULT_RUN_THRESHOLD = 0.005
-PREDICTIONS_PATH = "/api/predictions/"
 
 
 class MdFileError(TrainerError):
@@ -230,7 +229,7 @@ def import_md(
         prediction = ls_prediction(boxes, mapping, width, height, version, thresholds)
         body = {"task": task_id, **prediction}
         try:
-            client.post_json(PREDICTIONS_PATH, body)
+            client.create_prediction(body)
         except BackendError as exc:
             report.failed.append(f"{image['file']}: Label Studio refused the prediction of task {task_id} ({exc})")
             continue

@@ -10,9 +10,11 @@ is in ``job.meta`` (see ``trainer.progress``) and its result is ``TrainOutcome.t
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
+import redis
 from rq import get_current_job
 
 from backend import redaction
@@ -25,6 +27,10 @@ from trainer.pipeline import run_training
 from trainer.progress import Progress
 
 logger = logging.getLogger(__name__)
+
+#: The longest a job that ended waits for Redis to come back to record its outcome, in seconds (within
+#: the 90 s lease RQ gives a running job between heartbeats).
+END_REDIS_WAIT_S = 60.0
 
 
 def train_project(project_id: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -55,10 +61,13 @@ def train_project(project_id: str, options: dict[str, Any] | None = None) -> dic
         )
     except TrainerError as exc:
         progress.fail(str(exc))
+        _outlast_redis_outage(connection if job is not None else None)
         raise
     except BaseException as exc:
         progress.fail(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        _outlast_redis_outage(connection if job is not None else None)
         raise
+    _outlast_redis_outage(connection if job is not None else None)
     return outcome.to_dict()
 
 
@@ -98,10 +107,47 @@ def _label_job(work: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     progress = Progress(job)
     connection = job.connection if job is not None else connect(settings.effective_redis_url, TOOL)
     try:
-        return work(settings=settings, connection=connection, progress=progress)
+        result = work(settings=settings, connection=connection, progress=progress)
+    except TrainerError as exc:
+        progress.fail(str(exc))
+        _outlast_redis_outage(connection if job is not None else None)
+        raise
     except BaseException as exc:
         progress.fail(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        _outlast_redis_outage(connection if job is not None else None)
         raise
+    _outlast_redis_outage(connection if job is not None else None)
+    return result
+
+
+def _outlast_redis_outage(connection: redis.Redis | None) -> None:
+    """Wait (at most :data:`END_REDIS_WAIT_S`) until Redis answers, so RQ can record how the job ended.
+
+    A job that ends while Redis is down would otherwise lose its outcome: RQ's work horse cannot save
+    the result, the job stays "started" until its lease expires and is then reported failed (abandoned),
+    even when it promoted a model. Waiting here is covered by the job's lease (the worker's heartbeat
+    skips beats during the outage, ``trainer.worker``).
+    """
+    if connection is None:
+        return  # run outside RQ (the CLI): nothing to record
+    deadline = time.monotonic() + END_REDIS_WAIT_S
+    warned = False
+    while True:
+        try:
+            connection.ping()
+            if warned:
+                logger.info("Redis answers again: the job's outcome can be recorded")
+            return
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if time.monotonic() > deadline:
+                logger.error(
+                    "Redis still unavailable after %.0f s: the job's outcome may be lost (%s)", END_REDIS_WAIT_S, exc
+                )
+                return
+            if not warned:
+                logger.warning("the job ended while Redis is unavailable (%s): waiting to record its outcome", exc)
+                warned = True
+            time.sleep(0.5)
 
 
 def _ensure_logging() -> None:

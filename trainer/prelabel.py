@@ -42,7 +42,6 @@ logger = logging.getLogger(__name__)
 
 #: Tasks predicted per call of the pipeline (and per progress report).
 CHUNK = 16
-PREDICTIONS_PATH = "/api/predictions/"
 
 
 @dataclass
@@ -170,14 +169,13 @@ def _post(client: LabelStudioClient, task_id: int, prediction: dict[str, Any]) -
     if not prediction.get("result"):
         return "empty"
     try:
-        client.post_json(
-            PREDICTIONS_PATH,
+        client.create_prediction(
             {
                 "task": task_id,
                 "result": prediction["result"],
                 "score": prediction.get("score"),
                 "model_version": prediction.get("model_version"),
-            },
+            }
         )
     except BackendError as exc:
         logger.warning("task %s: Label Studio refused the prediction: %s", task_id, exc)

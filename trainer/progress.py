@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+import redis
 from rq.job import Job
 
 from backend.redaction import redact
@@ -59,6 +60,7 @@ class Progress:
         self.meta["pid"] = os.getpid()
         self._parent_pid = os.getppid()
         self.stage_name: Stage = Stage.QUEUED
+        self._unsaved = False
 
     def stage(self, stage: Stage, detail: str = "", **info: Any) -> None:
         """Enter ``stage`` (resets the per-stage figures) and save."""
@@ -70,12 +72,10 @@ class Progress:
         self.update(**info)
 
     def update(self, **info: Any) -> None:
-        """Merge ``info`` into the meta and save it (cheap: one Redis HSET)."""
+        """Merge ``info`` into the meta and save it (cheap: one Redis HSET; skipped while Redis is down)."""
         self._check_parent()
         self.meta.update(info, updated_at=_now())
-        if self.job is not None:
-            self.job.meta = self.meta
-            self.job.save_meta()
+        self._save()
 
     def check_alive(self) -> None:
         """Raise :class:`WorkerLostError` if the worker above this job died (no Redis call)."""
@@ -85,9 +85,28 @@ class Progress:
         """Record the one-sentence reason of a failure (the stage stays where it failed)."""
         self.meta.update(error=redact(message), updated_at=_now())
         logger.error("failed during %s: %s", self.stage_name.value, message)
-        if self.job is not None:
-            self.job.meta = self.meta
+        self._save()
+
+    def _save(self) -> None:
+        """Save the meta to the job; a Redis outage only delays it (the next report saves it all).
+
+        Progress is a report, not the work: a training run of half an hour must not die because Redis
+        restarted under it (``tests/reliability/test_redis_restart.py``). The outcome is saved by RQ
+        when the job ends, once Redis is back.
+        """
+        if self.job is None:
+            return
+        self.job.meta = self.meta
+        try:
             self.job.save_meta()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if not self._unsaved:
+                logger.warning("progress not saved, Redis is unavailable (%s); the job goes on", exc)
+            self._unsaved = True
+        else:
+            if self._unsaved:
+                logger.info("Redis is back: progress saved again")
+            self._unsaved = False
 
     def _check_parent(self) -> None:
         if self.job is not None and os.getppid() != self._parent_pid:

@@ -21,6 +21,7 @@ from typing import Any
 import redis
 
 from backend.config import Settings
+from backend.errors import LabelStudioError
 from backend.labelstudio.client import LabelStudioClient
 from backend.labelstudio.predictions import IMAGE_CHOICE_ID
 from trainer.errors import TrainerError
@@ -36,7 +37,7 @@ PAGE_SIZE = 100
 
 
 class RelabelError(TrainerError):
-    """Label Studio did not create every prediction it was sent."""
+    """Label Studio did not create every prediction it was sent, or refused the push (after its retries)."""
 
 
 @dataclass
@@ -92,12 +93,18 @@ def push(
     costs what Label Studio's own bulk import costs (``bench.relabel_push`` compares the two).
 
     Raises:
-        RelabelError: Label Studio created fewer (or more) predictions than a chunk held.
+        RelabelError: Label Studio created fewer (or more) predictions than a chunk held, or kept failing.
     """
     done = 0
     for start in range(0, len(predictions), chunk):
         part = predictions[start : start + chunk]
-        created = client.import_predictions(project, part)
+        try:
+            created = client.import_predictions(project, part)
+        except LabelStudioError as exc:  # after LABEL_STUDIO_RETRIES tries
+            raise RelabelError(
+                f"Label Studio at {client.base_url} did not take the predictions of project {project}'s "
+                f"tasks {part[0]['task']}..{part[-1]['task']} ({exc})"
+            ) from exc
         if created != len(part):
             raise RelabelError(
                 f"project {project}: Label Studio created {created} of the {len(part)} predictions of tasks "
@@ -118,7 +125,7 @@ def relabel(project: str, *, settings: Settings, connection: redis.Redis | None,
         unreadable), ``detected`` (store misses the detector ran on), ``crops``, and ``model_version``.
 
     Raises:
-        RelabelError: Label Studio created fewer (or more) predictions than it was sent.
+        RelabelError: Label Studio created fewer (or more) predictions than it was sent, or kept failing.
     """
     observed = _Observed()
     counts: dict[str, Any] = {"tasks": 0, "annotated": 0, "skipped": 0, "pushed": 0, "empty": 0, "failed": 0}

@@ -21,6 +21,10 @@ Authentication: ``LABEL_STUDIO_API_KEY`` holding a personal access token (a JWT 
 exchanged at ``POST /api/token/refresh/`` and sent as ``Bearer <access>``, refreshed before the
 access token's ~300 s expiry; any other key is a legacy token sent as ``Token <key>``. Without a
 key, the ``access_token`` from ``/setup`` is sent as ``Token``.
+
+API calls (not image downloads, which have their own time budget) are retried with exponential backoff
+(``LABEL_STUDIO_RETRIES``, ``LABEL_STUDIO_RETRY_BACKOFF_S``) on the failures ``backend.labelstudio.retry``
+lists; a prediction push re-reads what arrived before it retries, so no task gets a version twice.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from backend.config import Settings
 from backend.errors import ImageAccessError, LabelStudioError
 from backend.labelstudio.checked_connect import CheckedAddressTransport, non_public, resolve
 from backend.labelstudio.image_cache import ImageCache
+from backend.labelstudio.retry import TRANSIENT_STATUSES, RetryPolicy, TransientError, may_retry, retrying
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +62,7 @@ DEFAULT_ACCESS_LIFETIME_S = 300.0
 #: Cloud storage URI prefixes resolved through the task presign endpoint.
 CLOUD_PREFIXES = ("s3://", "gs://", "azure-blob://", "azure-spi://")
 TOKEN_REFRESH_PATH = "/api/token/refresh/"
+PREDICTIONS_PATH = "/api/predictions/"
 
 
 class LabelStudioClient:
@@ -164,15 +170,6 @@ class LabelStudioClient:
                 return
             page += 1
 
-    def get_task(self, task: int) -> dict:
-        """One task with its data, annotations and predictions (``GET /api/tasks/<id>``).
-
-        Label Studio 1.23 answers this by first calling the project's ML backend (``/predict``) when the task
-        has no prediction yet (``show_collab_predictions``, on by default): a bulk job must use
-        :meth:`get_tasks` instead, or reading its tasks makes Label Studio predict them in the backend.
-        """
-        return dict(self.get_json(f"/api/tasks/{task}/"))
-
     def get_tasks(self, project: str | int, ids: Sequence[int], *, fields: str = "all") -> list[dict]:
         """The tasks ``ids`` of ``project``, with annotations and predictions, in one list call.
 
@@ -192,16 +189,83 @@ class LabelStudioClient:
 
         Label Studio 1.23 drops predictions that do not fit the label config and still answers 201, so
         the caller compares the count with what it sent.
+
+        Never a task twice: a failed push may still have been applied (a read timeout after Label Studio
+        wrote the rows, a 500 after a partial write), so it is not simply resent. Before each retry
+        (``LABEL_STUDIO_RETRIES``, backoff ``LABEL_STUDIO_RETRY_BACKOFF_S``) the client reads which of the
+        pending tasks now hold a prediction of the same ``model_version`` (``GET /api/predictions/?project=``),
+        counts those as created and resends only the others. Two pushes of one version for one task would
+        need a second client pushing the same tasks at the same moment (one re-label job per project runs).
         """
-        body = self.post_json(f"/api/projects/{project}/import/predictions", list(predictions))
-        return int((body or {}).get("created", 0))
+        path = f"/api/projects/{project}/import/predictions"
+        pending = list(predictions)
+        arrived = 0
+        tries = 0
+
+        def push() -> int:
+            nonlocal pending, arrived, tries
+            tries += 1
+            if tries > 1:
+                present = self._predicted(project, pending)
+                arrived += sum(1 for p in pending if _prediction_key(p) in present)
+                pending = [p for p in pending if _prediction_key(p) not in present]
+                if not pending:
+                    return 0
+            body = self._api_once("POST", self._ls_url(path, LabelStudioError), None, json=pending)
+            return int((body or {}).get("created", 0))
+
+        created = retrying(RetryPolicy.from_settings(self.settings), push, retry_if=lambda _: True)
+        return arrived + created
+
+    def create_prediction(self, prediction: dict) -> None:
+        """Post one prediction (``POST /api/predictions/``: ``task``, ``result``, ``score``, ``model_version``).
+
+        Retried like :meth:`import_predictions`: before each retry the task's predictions are read again
+        (``GET /api/predictions/?task=<id>``; not ``GET /api/tasks/<id>/``, which makes Label Studio 1.23 call
+        the backend's ``/predict`` for a task without one) and nothing is resent when one of that version is there.
+        """
+        url = self._ls_url(PREDICTIONS_PATH, LabelStudioError)
+        tries = 0
+
+        def post() -> None:
+            nonlocal tries
+            tries += 1
+            if tries > 1 and _prediction_key(prediction) in self._predictions_of({"task": int(prediction["task"])}):
+                return
+            self._api_once("POST", url, None, json=prediction)
+
+        retrying(RetryPolicy.from_settings(self.settings), post, retry_if=lambda _: True)
+
+    def _predicted(self, project: str | int, predictions: Sequence[dict]) -> set[tuple[int, str]]:
+        """(task, model_version) pairs of the project's predictions among those of ``predictions``."""
+        return self._predictions_of({"project": project}) & {_prediction_key(p) for p in predictions}
+
+    def _predictions_of(self, query: dict[str, Any]) -> set[tuple[int, str]]:
+        """(task, model_version) of the predictions ``GET /api/predictions/`` lists for ``query`` (task or project)."""
+        listing = self.get_json("/api/predictions/", query)
+        if isinstance(listing, dict):
+            listing = listing.get("results") or []
+        return {_prediction_key(p) for p in listing or [] if isinstance(p, dict) and "task" in p}
 
     def _api(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> Any:
+        """One API call, retried with backoff on the failures :func:`~backend.labelstudio.retry.may_retry` allows."""
         url = self._ls_url(path, LabelStudioError)
+        return retrying(
+            RetryPolicy.from_settings(self.settings),
+            lambda: self._api_once(method, url, timeout, **kwargs),
+            retry_if=lambda exc: may_retry(method, exc),
+        )
+
+    def _api_once(self, method: str, url: str, timeout: float | None, **kwargs: Any) -> Any:
+        """One try (and one more after a 401 of an expired access token); transient failures are TransientError."""
         limits = httpx.Timeout(timeout or self.settings.label_studio_timeout_s, connect=CONNECT_TIMEOUT_S)
         for attempt in range(2):
             try:
                 response = self._http.request(method, url, headers=self._auth_headers(), timeout=limits, **kwargs)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                raise TransientError(f"{method} {url} failed: {_describe(exc)}", status=None, sent=False) from exc
+            except httpx.TransportError as exc:
+                raise TransientError(f"{method} {url} failed: {_describe(exc)}", status=None, sent=True) from exc
             except httpx.HTTPError as exc:
                 raise LabelStudioError(f"{method} {url} failed: {_describe(exc)}") from exc
             if response.status_code == 401 and attempt == 0 and self._uses_bearer():
@@ -209,10 +273,13 @@ class LabelStudioClient:
                 continue
             break
         if response.is_error:
-            raise LabelStudioError(
+            message = (
                 f"{method} {url} answered {response.status_code} {response.reason_phrase}"
-                f"{_auth_hint(response.status_code)}: {response.text[:300]}"
+                f"{_auth_hint(response.status_code)}: {' '.join(response.text[:300].split())}"
             )
+            if response.status_code in TRANSIENT_STATUSES:
+                raise TransientError(message, status=response.status_code, sent=True)
+            raise LabelStudioError(message)
         if not response.content:
             return None
         try:
@@ -443,6 +510,10 @@ class LabelStudioClient:
         expires_at = float(expiry) if isinstance(expiry, int | float) else now + DEFAULT_ACCESS_LIFETIME_S
         logger.info("exchanged the personal access token for an access token valid %.0f s", expires_at - now)
         return access, expires_at
+
+
+def _prediction_key(prediction: dict) -> tuple[int, str]:
+    return int(prediction["task"]), str(prediction.get("model_version"))
 
 
 def _normalize_relative(ref: str) -> str:

@@ -9,25 +9,27 @@ the last page, ``query``'s ``selectedItems`` picking tasks by id), ``GET /api/ta
 annotations and predictions), ``POST /api/predictions/`` and the bulk
 ``POST /api/projects/<id>/import/predictions``, which, like 1.23's legacy path, drops a
 prediction whose ``from_name`` is not in the label config and still answers ``201 {"created": n}``.
+:class:`Fault` makes chosen requests answer 500/503 or hang, before or after they are carried out.
 ``tests/trainer/fake_label_studio.py`` extends it with a project's export and task import
 (:class:`~tests.trainer.fake_label_studio.FakeProject`), for the trainer's side.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from tests.processes import free_port
 
@@ -48,6 +50,28 @@ def make_pat(lifetime_s: float = 3600 * 24 * 365) -> str:
 
 
 @dataclass
+class Fault:
+    """Label Studio failing: the next ``times`` requests of ``method`` on paths starting with ``path`` fail.
+
+    Each is answered ``status`` (after ``hang_s`` seconds, to play a timeout against a short
+    ``LABEL_STUDIO_TIMEOUT_S``); with ``applied`` the request is carried out first (its predictions are
+    stored) and only its answer is lost, as when Label Studio times out after writing. ``times=-1``: forever.
+    ``hits`` counts the requests it failed.
+    """
+
+    path: str
+    method: str = "GET"
+    status: int = 500
+    times: int = 1
+    hang_s: float = 0.0
+    applied: bool = False
+    hits: int = 0
+
+    def takes(self, method: str, path: str) -> bool:
+        return method == self.method and path.startswith(self.path) and (self.times < 0 or self.hits < self.times)
+
+
+@dataclass
 class FakeLabelStudio:
     """State of the fake: which credentials work, and what it saw."""
 
@@ -65,6 +89,10 @@ class FakeLabelStudio:
     """Each ``POST /api/predictions/`` takes this long (a slow Label Studio, to kill a worker mid-chunk)."""
     bulk_calls: list[int] = field(default_factory=list)
     """The size of each bulk import call."""
+    faults: list[Fault] = field(default_factory=list)
+    """Requests to fail (the first matching fault with tries left wins); see :class:`Fault`."""
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    """(method, path) of every API request (``/api/...``), answered or failed, in order."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def authorized(self, header: str | None) -> bool:
@@ -107,6 +135,21 @@ class FakeLabelStudio:
 
     def app(self) -> FastAPI:
         app = FastAPI()
+
+        @app.middleware("http")
+        async def fail_on_purpose(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+            method, path = request.method, request.url.path
+            if path.startswith("/api/"):
+                self.calls.append((method, path))
+            fault = next((f for f in self.faults if f.takes(method, path)), None)
+            if fault is None:
+                return await call_next(request)
+            fault.hits += 1
+            if fault.applied:
+                await call_next(request)
+            if fault.hang_s:
+                await asyncio.sleep(fault.hang_s)
+            return JSONResponse({"detail": f"fault injected by the test ({fault.status})"}, status_code=fault.status)
 
         def serve(request: Request, name: str) -> FileResponse:
             self.requests.append((str(request.url.path), request.headers.get("authorization")))
@@ -188,12 +231,12 @@ class FakeLabelStudio:
 
         @app.get("/api/predictions/")
         @app.get("/api/predictions")
-        def list_predictions(request: Request, project: int | None = None) -> list[dict]:
+        def list_predictions(request: Request, project: int | None = None, task: int | None = None) -> list[dict]:
             self.check(request)
             return [
                 {"id": i + 1, **p}
                 for i, p in enumerate(self.predictions)
-                if project is None or p.get("project", project) == project
+                if (project is None or p.get("project", project) == project) and (task is None or p["task"] == task)
             ]
 
         @app.post("/api/predictions/")

@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import redis
@@ -127,28 +128,27 @@ def swap_times(log: str, project: str, model_version: str) -> dict[int, float]:
     return times
 
 
-def start_backend(env: Mapping[str, str], log_path: Path, port: int, workers: int = 2) -> Service:
-    """``uvicorn backend.service.app:create_app --factory --workers N``, waiting until it answers /health."""
-    config = log_path.with_suffix(".logging.json")
-    config.write_text(json.dumps(LOG_CONFIG))
-    service = Service(
-        "backend",
-        [
-            str(VENV_BIN / "uvicorn"),
-            "backend.service.app:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--log-config",
-            str(config),
-        ],
-        env,
-        log_path,
-    )
+def start_backend(
+    env: Mapping[str, str],
+    log_path: Path,
+    port: int,
+    workers: int = 2,
+    command: Literal["uvicorn", "camtrap"] = "uvicorn",
+) -> Service:
+    """The backend with ``workers`` processes, waiting until it answers /health and every process started.
+
+    ``uvicorn``: ``uvicorn backend.service.app:create_app --factory --workers N`` with :data:`LOG_CONFIG` (pid on
+    every line). ``camtrap``: ``python -m backend.cli serve --workers N``, as an operator runs it (its own logging).
+    """
+    if command == "camtrap":
+        argv = [str(VENV_BIN / "python"), "-m", "backend.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        argv += ["--workers", str(workers)]
+    else:
+        config = log_path.with_suffix(".logging.json")
+        config.write_text(json.dumps(LOG_CONFIG))
+        argv = [str(VENV_BIN / "uvicorn"), "backend.service.app:create_app", "--factory", "--host", "127.0.0.1"]
+        argv += ["--port", str(port), "--workers", str(workers), "--log-config", str(config)]
+    service = Service("backend", argv, env, log_path)
 
     def healthy() -> bool:
         if not service.alive():

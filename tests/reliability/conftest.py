@@ -1,4 +1,5 @@
-"""The reliability tests reuse the service-test fixtures (real app over HTTP, fake Label Studio, tiny detector)."""
+"""The reliability tests reuse the service-test fixtures (real app over HTTP, fake Label Studio, tiny detector)
+and the learning tests' (the fake ENA24 project over HTTP, the data dir and settings a worker shares)."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -6,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.backend.conftest import detector, fake_ls, image_dir, label_config, settings_factory  # noqa: F401
+from tests.learning.conftest import data_dir, ena24_ls, settings, worker_env  # noqa: F401
 from tests.reliability.small_disk import mounted_tmpfs
 
 #: The small disk's size: a test bundle (mobilenet_v3_small, ~6 MB) fits, two do not.
