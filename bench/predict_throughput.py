@@ -45,7 +45,7 @@ from tests.processes import free_port
 logger = logging.getLogger("bench.predict_throughput")
 
 #: Where the generated MDv5a-architecture checkpoint is kept between runs.
-DEFAULT_MODEL = REPO_ROOT / ".cache" / "bench-models" / "md_v5a_arch_random_animals.pt"
+DEFAULT_MODEL = REPO_ROOT / ".cache" / "bench-models" / "md_v5a_arch_random_busy.pt"
 #: Seconds to wait for ``camtrap serve`` to load the model and answer /health.
 SERVE_START_TIMEOUT_S = 300
 

@@ -89,7 +89,8 @@ def crop_square(image: Image.Image, bbox: Sequence[float], rule: str = SQUARE_SH
     if region is None:
         return None
     left, top, right, bottom, side = region
-    crop = image.convert("RGB").crop((left, top, right, bottom))
+    rgb = image if image.mode == "RGB" else image.convert("RGB")  # convert() copies even an RGB image whole
+    crop = rgb.crop((left, top, right, bottom))
     if crop.size == (side, side):
         return crop
     # MegaDetector's own padding (classification/crop_detections.py save_crop), so that the same box gives
@@ -115,11 +116,18 @@ def store_side(preprocessing: Preprocessing) -> int:
     return CROP_STORE_FACTOR * preprocessing.input_size
 
 
+#: PIL's ``reducing_gap`` for :func:`shrink_crop`: a box-filter reduction by an integer factor first, then
+#: bicubic over at least 3x the output size. A 1100-px square to 128 px: 2.8 ms instead of 6.5 ms (the
+#: re-label's main cost), pixels within a few levels of plain bicubic (PIL: "indistinguishable in most
+#: cases"). Training crops and serving go through this same function, so they stay alike.
+REDUCING_GAP = 3.0
+
+
 def shrink_crop(crop: Image.Image, max_side: int) -> Image.Image:
     """First step of the ``square_shifted`` chain: a square larger than ``max_side`` is shrunk to it."""
     if crop.width <= max_side and crop.height <= max_side:
         return crop
-    return crop.resize((max_side, max_side), Image.Resampling.BICUBIC)
+    return crop.resize((max_side, max_side), Image.Resampling.BICUBIC, reducing_gap=REDUCING_GAP)
 
 
 def stored_crop(crop: Image.Image, preprocessing: Preprocessing) -> Image.Image:
