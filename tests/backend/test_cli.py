@@ -56,12 +56,17 @@ def test_serve_refuses_missing_detector_with_one_sentence(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("DETECTOR_MODEL", "/nowhere/md.pt")
+    # serve switches prometheus-client to multiprocess mode for the whole process: not in pytest's, where
+    # the counters other tests read were created in single-process mode (their /metrics would go stale)
+    switched: list[Path] = []
+    monkeypatch.setattr(cli, "enable_multiprocess", switched.append)
     get_settings.cache_clear()
     try:
         assert cli.main(["serve"]) == 2
     finally:
         get_settings.cache_clear()
     assert "DETECTOR_MODEL=/nowhere/md.pt does not exist" in caplog.text
+    assert len(switched) == 1, "serve asks for multiprocess metrics"
 
 
 def test_local_redis_starts_and_stops_server(tmp_path: Path) -> None:
