@@ -18,7 +18,7 @@ import redis
 from rq import get_current_job
 
 from backend import redaction
-from backend.config import get_settings
+from backend.config import Settings, get_settings
 from backend.contracts.projects import project_id as parse_project_id
 from backend.contracts.redis_client import TOOL, connect
 from trainer.config import TrainConfig
@@ -43,32 +43,18 @@ def train_project(project_id: str, options: dict[str, Any] | None = None) -> dic
     Returns:
         The run's outcome: version, status (promoted / rejected), reason and headline metrics.
     """
-    _ensure_logging()
-    settings = get_settings()
-    job = get_current_job()
-    progress = Progress(job)
     project = parse_project_id(project_id)
-    connection = job.connection if job is not None else connect(settings.effective_redis_url, TOOL)
-    try:
+    job = get_current_job()
+    job_id = job.id if job else f"train-{project}"
+
+    def work(*, settings: Settings, connection: redis.Redis, progress: Progress) -> dict[str, Any]:
         config = TrainConfig.from_settings(settings, **(options or {}))
         outcome = run_training(
-            project,
-            settings=settings,
-            config=config,
-            job_id=job.id if job else f"train-{project}",
-            connection=connection,
-            progress=progress,
+            project, settings=settings, config=config, job_id=job_id, connection=connection, progress=progress
         )
-    except TrainerError as exc:
-        progress.fail(str(exc))
-        _outlast_redis_outage(connection if job is not None else None)
-        raise
-    except BaseException as exc:
-        progress.fail(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
-        _outlast_redis_outage(connection if job is not None else None)
-        raise
-    _outlast_redis_outage(connection if job is not None else None)
-    return outcome.to_dict()
+        return outcome.to_dict()
+
+    return _run_job(work)
 
 
 def prelabel_tasks(project_id: str, task_ids: list[int]) -> dict[str, Any]:
@@ -83,7 +69,7 @@ def prelabel_tasks(project_id: str, task_ids: list[int]) -> dict[str, Any]:
     """
     from trainer.prelabel import prelabel
 
-    return _label_job(lambda **context: prelabel(parse_project_id(project_id), task_ids, **context))
+    return _run_job(lambda **context: prelabel(parse_project_id(project_id), task_ids, **context))
 
 
 def relabel_project(project_id: str) -> dict[str, Any]:
@@ -96,28 +82,27 @@ def relabel_project(project_id: str) -> dict[str, Any]:
     """
     from trainer.relabel import relabel
 
-    return _label_job(lambda **context: relabel(parse_project_id(project_id), **context))
+    return _run_job(lambda **context: relabel(parse_project_id(project_id), **context))
 
 
-def _label_job(work: Callable[..., dict[str, Any]]) -> dict[str, Any]:
-    """Run a labelling job's ``work(settings=, connection=, progress=)``; a failure is recorded in the job."""
+def _run_job(work: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """Run a job's ``work(settings=, connection=, progress=)``; a failure is recorded in the job, and the job
+    waits out a Redis outage before it ends either way, so RQ can record the outcome."""
     _ensure_logging()
     settings = get_settings()
     job = get_current_job()
     progress = Progress(job)
     connection = job.connection if job is not None else connect(settings.effective_redis_url, TOOL)
     try:
-        result = work(settings=settings, connection=connection, progress=progress)
+        return work(settings=settings, connection=connection, progress=progress)
     except TrainerError as exc:
         progress.fail(str(exc))
-        _outlast_redis_outage(connection if job is not None else None)
         raise
     except BaseException as exc:
         progress.fail(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
-        _outlast_redis_outage(connection if job is not None else None)
         raise
-    _outlast_redis_outage(connection if job is not None else None)
-    return result
+    finally:
+        _outlast_redis_outage(connection if job is not None else None)
 
 
 def _outlast_redis_outage(connection: redis.Redis | None) -> None:
@@ -156,4 +141,4 @@ def _ensure_logging() -> None:
     if not root.handlers:
         logging.basicConfig(level=get_settings().log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = get_settings()
-    redaction.install(settings.label_studio_api_key, settings.basic_auth_pass, settings.webhook_secret)
+    redaction.install(*settings.secrets)
