@@ -52,7 +52,7 @@ def run_commands(commands: Sequence[Command], argv: Sequence[str] | None = None,
     """Parse ``argv`` against ``commands`` and run the chosen one (help and exit code 2 when none)."""
     settings = get_settings()
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
-    redaction.install(settings.label_studio_api_key, settings.basic_auth_pass, settings.webhook_secret)
+    redaction.install(*settings.secrets)
     parser = get_args_parser(commands, prog=prog)
     args = parser.parse_args(argv)
     if getattr(args, "run", None) is None:

@@ -207,6 +207,11 @@ class Settings(BaseSettings):
         return self.redis_url or DEFAULT_REDIS_URL
 
     @property
+    def secrets(self) -> tuple[str | None, ...]:
+        """The credentials this process holds, which logs, job errors and error bodies must never show."""
+        return (self.label_studio_api_key, self.basic_auth_pass, self.webhook_secret)
+
+    @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
 

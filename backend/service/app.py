@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None, *, detector: Detector | None = 
         ConfigurationError: at start-up, when the detector cannot be loaded (the app refuses to start).
     """
     config = settings or get_settings()
-    redaction.install(config.label_studio_api_key, config.basic_auth_pass, config.webhook_secret)
+    redaction.install(*config.secrets)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
